@@ -1,0 +1,111 @@
+"""Argument checks shared by every public function.
+
+Each check raises ``TypeError`` (wrong kind of thing) or ``ValueError`` (right kind, bad value)
+with a message that names the parameter, repeats the value received and says what is accepted,
+so that a learner sees at once what to change. Nothing is clamped silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> int:
+    """Return ``value`` as an int, or raise naming ``name`` and the accepted range."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point()
+    ):
+        raise TypeError(f"{name} must be an integer, got {_show(value)}")
+    value = int(value)
+    lo = "-inf" if min_value is None else str(min_value)
+    hi = "inf" if max_value is None else str(max_value)
+    if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+) -> float:
+    """Return ``value`` as a finite float in the given interval, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {_show(value)}")
+    value = float(value)
+    lo_b = "[" if min_inclusive else "("
+    hi_b = "]" if max_inclusive else ")"
+    interval = f"{lo_b}{'-inf' if min_value is None else min_value}, {'inf' if max_value is None else max_value}{hi_b}"
+    bad = not math.isfinite(value)
+    if min_value is not None:
+        bad |= value < min_value if min_inclusive else value <= min_value
+    if max_value is not None:
+        bad |= value > max_value if max_inclusive else value >= max_value
+    if bad:
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise listing them."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {_show(value)}")
+    return value
+
+
+def check_tensor(
+    name: str,
+    value: Any,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    floating: bool | None = None,
+    finite: bool = False,
+) -> torch.Tensor:
+    """Check that ``value`` is a tensor with the given number of dimensions and kind of dtype."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(value.shape)}")
+    if floating is True and not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    if floating is False and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must have an integer dtype (e.g. torch.long), got {value.dtype}")
+    if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        n_bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{name} contains {n_bad} NaN or Inf values; inputs must be finite")
+    return value
+
+
+def check_timesteps(name: str, t: Any, num_timesteps: int, batch: int | None = None) -> torch.Tensor:
+    """Check a batch of 0-based timestep indices: integers in [0, num_timesteps - 1]."""
+    if isinstance(t, int) and not isinstance(t, bool):
+        t = torch.tensor([t])
+    check_tensor(name, t, ndim=(0, 1), floating=False)
+    t = t.reshape(-1)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_timesteps):
+        raise ValueError(
+            f"{name} must hold 0-based timestep indices in [0, {num_timesteps - 1}] "
+            f"(T = {num_timesteps}); got values in [{int(t.min())}, {int(t.max())}]"
+        )
+    if batch is not None and t.numel() not in (1, batch):
+        raise ValueError(f"{name} must have 1 or {batch} entries (one per image), got {t.numel()}")
+    return t

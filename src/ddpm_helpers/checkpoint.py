@@ -1,0 +1,122 @@
+"""Checkpoints that survive interruptions: atomic writes, a format version, the last K kept.
+
+A checkpoint is a dict of tensors and plain Python values saved with ``torch.save`` and read back
+with ``torch.load(..., weights_only=True)``, so loading one never runs code. It is written to a
+temporary file in the same folder, flushed to disk, then renamed over the final name: a run killed
+mid-write leaves the previous checkpoints untouched. Old checkpoints are pruned only after the new
+one is safely in place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used: truncated, corrupted, of another format, or made with another config."""
+
+
+def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
+    return Path(folder) / f"ckpt_{step:08d}.pt"
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first (by step number in the name)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` (plus ``format_version``) to ``path`` atomically: temporary file, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({**state, "format_version": FORMAT_VERSION}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; a clear :class:`CheckpointError` if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is truncated or corrupted and cannot be read ({type(err).__name__}: {err}). "
+            "It was left in place; earlier checkpoints in the same folder are untouched."
+        ) from None
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise CheckpointError(f"{path} is not a ddpm_helpers checkpoint (no format_version)")
+    if state["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format_version']}, this ddpm_helpers reads format {FORMAT_VERSION}"
+        )
+    return state
+
+
+def latest_checkpoint(folder: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest readable checkpoint in ``folder`` (None if there is none). An unreadable newer file is
+    reported with a warning and skipped, never deleted."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            warnings.warn(f"skipping unusable checkpoint: {err}", stacklevel=2)
+            continue
+        state["path"] = str(path)
+        return state
+    return None
+
+
+def prune_checkpoints(folder: str | os.PathLike, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints; returns the deleted paths."""
+    old = list_checkpoints(folder)[:-keep_last] if keep_last > 0 else []
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def check_same_config(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    """Raise :class:`CheckpointError` naming every setting whose saved value differs from the current one."""
+    keys = sorted((set(saved) | set(current)) - set(ignore))
+    diffs = [
+        f"{k}: checkpoint has {saved.get(k, '<missing>')!r}, now {current.get(k, '<missing>')!r}"
+        for k in keys
+        if _plain(saved.get(k)) != _plain(current.get(k))
+    ]
+    if diffs:
+        raise CheckpointError(
+            "the checkpoint was made with another configuration; resuming would mix two runs. Differences: "
+            + "; ".join(diffs)
+            + ". Use a new output folder, or the checkpoint's settings."
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,246 @@
+"""Command line: ``python -m ddpm_helpers train|sample|evaluate``.
+
+    python -m ddpm_helpers train --preset smoke --out runs/smoke     # ~1 min on a CPU
+    python -m ddpm_helpers sample --run runs/smoke --num 2000        # -> samples.pt, samples.png
+    python -m ddpm_helpers evaluate --samples runs/smoke/samples.pt  # -> metrics.json
+
+``train`` writes checkpoints (resuming from the newest one in ``--out``), ``config.json`` (the full
+config and library versions), ``loss.png``, ``samples.png``, ``samples.pt`` and ``metrics.json``.
+Ctrl-C saves a checkpoint first; running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, list_checkpoints
+from .data import DataCorruptError, DataNotFoundError, load_mnist
+from .presets import PRESETS, get_preset
+from .sampling import METHODS, sample
+from .train import Trainer, TrainConfig, library_versions, select_device, seed_everything
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise CLIError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _checkpoint_from(args) -> Path:
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    checkpoints = list_checkpoints(args.run)
+    if not checkpoints:
+        raise CLIError(f"no checkpoint found in --run {args.run!r}; train first or pass --checkpoint")
+    return checkpoints[-1]
+
+
+def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps: int | None, eta: float,
+              seed: int, device, digit: int | None, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    gen = torch.Generator(device=device).manual_seed(seed)
+    labels = None
+    if config.class_conditional:
+        labels = (torch.arange(num) % 10) if digit is None else torch.full((num,), digit)
+        labels = labels.to(device)
+    elif digit is not None:
+        raise CLIError("--digit needs a class-conditional model (trained with class_conditional=True)")
+    images = []
+    batch = 500
+    for start in range(0, num, batch):
+        n = min(batch, num - start)
+        images.append(sample(model, schedule, n, method=method, steps=steps if method == "ddim" else None,
+                             eta=eta, prediction=config.prediction, generator=gen, device=device,
+                             y=None if labels is None else labels[start:start + n], guidance_scale=guidance).cpu())
+    return torch.cat(images), None if labels is None else labels.cpu()
+
+
+def _save_samples(out: Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    from .viz import save_grid
+
+    tmp = out / "samples.pt.tmp"
+    torch.save({"images": images, "labels": labels} if labels is not None else images, tmp)
+    tmp.replace(out / "samples.pt")
+    save_grid(images[:64], out / "samples.png", nrow=8)
+
+
+def _load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CLIError(f"--samples file not found: {path}") from None
+    except Exception as err:
+        raise CLIError(f"--samples {path} cannot be read ({err})") from None
+    images, labels = (obj["images"], obj.get("labels")) if isinstance(obj, dict) else (obj, None)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise CLIError(f"--samples must hold an (N, 1, 28, 28) tensor in [-1, 1], got {getattr(images, 'shape', images)}")
+    return images.float(), labels
+
+
+def cmd_train(args) -> int:
+    preset = get_preset(args.preset, **_parse_overrides(args.set))
+    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}.items()
+                 if v is not None}
+    config = TrainConfig.from_dict({**preset.train.to_dict(), **overrides, "progress": not args.quiet})
+    device = select_device(args.device)
+    out = Path(args.out or f"runs/{preset.name}")
+    seed_everything(config.seed)
+    images, labels = load_mnist("train", args.data_dir, allow_subset=preset.allow_subset and not args.no_subset,
+                                limit=preset.data_limit)
+    trainer = Trainer(config, images, labels, out_dir=out, device=device, resume=not args.restart)
+    _write_json(out / "config.json", {"preset": preset.name, "train": config.to_dict(), "device": str(device),
+                                      "command": " ".join(sys.argv), "versions": library_versions(),
+                                      "num_train_images": int(images.shape[0])})
+    print(f"training preset {preset.name!r} on {device} for {config.steps} steps -> {out}")
+    start = time.perf_counter()
+    trainer.fit()
+    train_seconds = time.perf_counter() - start
+    from .viz import plot_loss
+
+    plot_loss(trainer.history, smooth=min(50, max(1, len(trainer.history) // 10))).savefig(out / "loss.png", dpi=100)
+    start = time.perf_counter()
+    samples, sample_labels = _generate(trainer.ema_model, trainer.schedule, config, preset.num_samples,
+                                       preset.sampler, preset.sampler_steps, 0.0, config.seed, device, None, 1.0)
+    sample_seconds = time.perf_counter() - start
+    _save_samples(out, samples, sample_labels)
+    metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir)
+    metrics.update({"train_seconds_this_session": round(train_seconds, 2), "steps": trainer.step,
+                    "final_loss_mean_50": sum(trainer.history[-50:]) / max(1, len(trainer.history[-50:])),
+                    "sample_seconds": round(sample_seconds, 2), "device": str(device)})
+    _write_json(out / "metrics.json", metrics)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "class_histogram"}, indent=1))
+    print(f"wrote {out}/samples.png, {out}/samples.pt, {out}/metrics.json and checkpoints")
+    return 0
+
+
+def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
+    from .metrics import evaluate_samples
+
+    images, labels = _generate(model, schedule, config, preset.eval_samples, preset.sampler, preset.sampler_steps,
+                               0.0, config.seed + 1, device, None, 1.0)
+    result = evaluate_samples(images, labels, root=data_dir)
+    result.update({"sampler": preset.sampler, "sampler_steps": preset.sampler_steps})
+    return result
+
+
+def cmd_sample(args) -> int:
+    device = select_device(args.device)
+    path = _checkpoint_from(args)
+    model, schedule, config = Trainer.load_model(path, device=device)
+    out = Path(args.out or path.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
+                               device, args.digit, args.guidance_scale)
+    seconds = time.perf_counter() - start
+    _save_samples(out, images, labels)
+    _write_json(out / "sample_config.json", {"checkpoint": str(path), **{k: v for k, v in vars(args).items()
+                                             if k != "func"}, "seconds": round(seconds, 2),
+                                             "versions": library_versions()})
+    print(f"{args.num} samples in {seconds:.1f} s -> {out}/samples.pt and {out}/samples.png")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .metrics import evaluate_samples
+
+    images, labels = _load_samples(Path(args.samples))
+    result = evaluate_samples(images, labels, root=args.data_dir)
+    out = Path(args.out) if args.out else Path(args.samples).with_name("metrics.json")
+    _write_json(out, {**result, "samples": str(args.samples), "versions": library_versions()})
+    print(json.dumps({k: v for k, v in result.items() if k != "class_histogram"}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ddpm_helpers", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
+    p.add_argument("--out", help="output folder (default runs/<preset>); an existing run there is resumed")
+    p.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any TrainConfig field")
+    p.add_argument("--restart", action="store_true", help="ignore checkpoints already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate images from a checkpoint")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a checkpoint file")
+    src.add_argument("--run", help="a training output folder (its newest checkpoint is used)")
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--method", choices=METHODS, default="ddim")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (ignored by ddpm, which uses all T)")
+    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--digit", type=int, help="class to draw (class-conditional models)")
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="score generated images (an (N, 1, 28, 28) tensor file)")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--out", help="metrics JSON path (default: metrics.json beside the samples)")
+    p.set_defaults(func=cmd_evaluate)
+
+    for p in sub.choices.values():
+        p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
+        p.add_argument("--data-dir", help="folder with the MNIST IDX files (else $DDPM_DATA_DIR, the cache, download)")
+        if p.prog.endswith("train"):
+            p.add_argument("--no-subset", action="store_true", help="never fall back to the shipped MNIST subset")
+    return parser
+
+
+def _sigterm_to_interrupt(signum, frame):  # Colab and job schedulers stop runs with SIGTERM
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\nstopped by the user (the newest checkpoint, if any, is in the output folder)", file=sys.stderr)
+        return 130
+    except torch.cuda.OutOfMemoryError:
+        print("error: the GPU ran out of memory. Try a smaller batch, e.g. --batch-size 128, "
+              "or a smaller network (--set base_channels=32).", file=sys.stderr)
+        return 1
+    except (CLIError, ValueError, TypeError, PermissionError, DataNotFoundError, DataCorruptError,
+            CheckpointError, FileNotFoundError) as err:
+        if os.environ.get("DDPM_DEBUG"):
+            raise
+        print(f"error: {err}  (set DDPM_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,83 @@
+r"""The DDPM training objective (Ho et al. 2020, Algorithm 1 and eq. 14), for three targets.
+
+Draw a 0-based timestep ``t ~ U{0, ..., T-1}`` and noise ``eps ~ N(0, I)``, build
+:math:`x_t = \sqrt{\bar\alpha_t} x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`, and regress the network's
+output on the target by mean squared error. The target is the noise ``eps`` (the paper's "simple"
+loss), the clean image ``x0``, or the velocity ``v`` (Salimans & Ho 2022). Optional min-SNR-gamma
+weighting (Hang et al. 2023) caps the weight of the easy, low-noise steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._validate import check_choice, check_float, check_tensor, check_timesteps
+from .schedules import PREDICTION_TYPES, NoiseSchedule
+
+
+def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
+    r"""Per-sample loss weight :math:`\min(\mathrm{SNR}_t, \gamma)` expressed for the chosen target:
+    divided by SNR for eps, by SNR + 1 for v, unchanged for x0. Shape (B,)."""
+    check_float("gamma", gamma, min_value=0.0, min_inclusive=False)
+    check_choice("prediction", prediction, PREDICTION_TYPES)
+    snr = schedule.snr[t.to(schedule.device)]
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return clipped / snr
+    if prediction == "v":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by the null class ``num_classes`` with probability ``p`` (for classifier-free guidance)."""
+    check_float("p", p, min_value=0.0, max_value=1.0)
+    if p == 0:
+        return y
+    drop = torch.rand(y.shape, generator=generator, device=y.device if generator is None else generator.device)
+    return torch.where(drop.to(y.device) < p, torch.full_like(y, num_classes), y)
+
+
+def diffusion_loss(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    prediction: str = "eps",
+    min_snr_gamma: float | None = None,
+    label_drop_prob: float = 0.0,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Scalar training loss on a batch ``x0`` (B, C, H, W) in [-1, 1].
+
+    ``t`` and ``noise`` are drawn when not given (from ``generator``, else torch's global RNG).
+    ``y`` (B,) are class labels for a conditional model; each is replaced by the null class with
+    probability ``label_drop_prob`` so that the same network also learns the unconditional model.
+    """
+    check_choice("prediction", prediction, PREDICTION_TYPES)
+    check_tensor("x0", x0, ndim=4, floating=True, finite=True)
+    batch, T = x0.shape[0], schedule.num_timesteps
+    gen_device = x0.device if generator is None else generator.device
+    if t is None:
+        t = torch.randint(0, T, (batch,), generator=generator, device=gen_device).to(x0.device)
+    else:
+        t = check_timesteps("t", t, T, batch=batch).expand(batch)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
+    if y is not None:
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:
+            raise ValueError("y (class labels) was given, but the model has no num_classes (it is unconditional)")
+        y = drop_labels(y, num_classes, label_drop_prob, generator)
+    x_t = schedule.q_sample(x0, t, noise)
+    output = model(x_t, t, y) if y is not None else model(x_t, t)
+    target = schedule.target(x0, t, noise, prediction)
+    per_sample = (output.float() - target.float()).pow(2).mean(dim=tuple(range(1, x0.ndim)))
+    if min_snr_gamma is not None:
+        per_sample = per_sample * min_snr_weight(schedule, t, min_snr_gamma, prediction).to(per_sample)
+    return per_sample.mean()
+

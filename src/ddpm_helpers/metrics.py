@@ -1,0 +1,199 @@
+r"""How good are generated digits? Scores computed with a small MNIST classifier shipped in the package.
+
+The classifier (:class:`MNISTClassifier`, trained by ``scripts/train_classifier.py``, weights in
+``assets/mnist_classifier.safetensors``) gives 128-dimensional penultimate features and class
+probabilities. From them:
+
+* **Frechet distance** (the "FID" idea, Heusel et al. 2017, on this classifier's features instead of
+  Inception's): :math:`\lVert\mu_1-\mu_2\rVert^2 + \mathrm{tr}(\Sigma_1 + \Sigma_2 - 2(\Sigma_1\Sigma_2)^{1/2})`
+  between generated images and the MNIST test set. It depends on the sample count, so it is always
+  reported beside the **real-data floor**: the same distance for as many *training* images.
+* **KID** (Binkowski et al. 2018): an unbiased squared MMD with the kernel :math:`(x^\top y/d + 1)^3`,
+  averaged over random subsets; less biased than FD for small samples.
+* **confidence**: the classifier's mean top-class probability, the share above 0.9, and the class
+  histogram (a good generator covers all ten digits evenly).
+* **accuracy** for class-conditional samples: the share classified as the requested digit.
+
+The numbers are comparable within this course, not with FID values published for other data sets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import check_int, check_tensor
+from .data import load_mnist
+
+CLASSIFIER_FILE = "mnist_classifier.safetensors"
+
+
+class MNISTClassifier(nn.Module):
+    """Five 3x3 conv layers with BatchNorm (32-32-pool-64-64-pool-128), global average pooling, a linear head.
+    Input: (B, 1, 28, 28) in [-1, 1]. About 140k parameters."""
+
+    num_features = 128
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+
+        self.body = nn.Sequential(
+            *block(1, 32), *block(32, 32), nn.MaxPool2d(2),
+            *block(32, 64), *block(64, 64), nn.MaxPool2d(2),
+            *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features, (B, 128)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+def load_classifier(path: str | None = None, device: torch.device | str = "cpu") -> MNISTClassifier:
+    """The shipped classifier (or weights at ``path``), in eval mode. Loads a safetensors file: no code runs."""
+    from safetensors.torch import load_file
+
+    if path is None:
+        with resources.as_file(resources.files("ddpm_helpers.assets").joinpath(CLASSIFIER_FILE)) as p:
+            state = load_file(str(p))
+    else:
+        state = load_file(str(path))
+    model = MNISTClassifier()
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def classify(
+    classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the classifier on images in [-1, 1]; returns (features (N, 128), probabilities (N, 10)) in float64 on CPU."""
+    check_tensor("images", images, ndim=4, floating=True, finite=True)
+    if images.shape[1:] != (1, 28, 28):
+        raise ValueError(f"images must have shape (N, 1, 28, 28), got {tuple(images.shape)}")
+    check_int("batch_size", batch_size, min_value=1)
+    device = next(classifier.parameters()).device
+    feats, probs = [], []
+    for chunk in images.split(batch_size):
+        f = classifier.features(chunk.to(device).float())
+        feats.append(f.double().cpu())
+        probs.append(F.softmax(classifier.head(f).double(), dim=1).cpu())
+    return torch.cat(feats), torch.cat(probs)
+
+
+def _check_features(name: str, f: torch.Tensor) -> torch.Tensor:
+    check_tensor(name, f, ndim=2, floating=True, finite=True)
+    if f.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 rows (samples) to estimate a covariance, got {f.shape[0]}")
+    return f.double()
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    r"""Frechet distance between Gaussians fitted to two feature sets (N, D) and (M, D).
+
+    :math:`\mathrm{tr}((\Sigma_a\Sigma_b)^{1/2})` is the sum of the square roots of the eigenvalues of
+    :math:`\Sigma_a\Sigma_b`, which are real and non-negative (it is similar to a PSD matrix).
+    """
+    a, b = _check_features("features_a", features_a), _check_features("features_b", features_b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"features_a and features_b must have the same width, got {a.shape[1]} and {b.shape[1]}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    eig = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0)
+    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * eig.sqrt().sum())
+
+
+def kernel_inception_distance(
+    features_a: torch.Tensor,
+    features_b: torch.Tensor,
+    subsets: int = 50,
+    subset_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
+    """KID: mean and standard deviation over ``subsets`` of the unbiased MMD^2 with a cubic polynomial kernel.
+    ``subset_size`` is capped at the smaller sample count. Deterministic for a given ``generator``."""
+    a, b = _check_features("features_a", features_a), _check_features("features_b", features_b)
+    check_int("subsets", subsets, min_value=1)
+    check_int("subset_size", subset_size, min_value=2)
+    m = min(subset_size, a.shape[0], b.shape[0])
+    d = a.shape[1]
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    values = []
+    for _ in range(subsets):
+        x = a[torch.randperm(a.shape[0], generator=generator)[:m]]
+        y = b[torch.randperm(b.shape[0], generator=generator)[:m]]
+        kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        off = 1 - torch.eye(m, dtype=x.dtype)
+        mmd = (kxx * off).sum() / (m * (m - 1)) + (kyy * off).sum() / (m * (m - 1)) - 2 * kxy.mean()
+        values.append(float(mmd))
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+@lru_cache(maxsize=4)
+def _reference_features(split: str, root: str | None, limit: int | None, device: str) -> torch.Tensor:
+    images, _ = load_mnist(split, root, allow_subset=True, limit=limit)
+    return classify(load_classifier(device=device), images)[0]
+
+
+def evaluate_samples(
+    samples: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    root: str | None = None,
+    classifier: nn.Module | None = None,
+    kid_subsets: int = 50,
+    seed: int = 0,
+) -> dict:
+    """All the scores for generated images ``samples`` (N, 1, 28, 28) in [-1, 1], as a JSON-ready dict.
+
+    ``labels`` (N,) are the requested classes of class-conditional samples (adds ``accuracy``).
+    The reference is the MNIST test set; the floor compares N training images with it.
+    """
+    check_tensor("samples", samples, ndim=4, floating=True, finite=True)
+    n = samples.shape[0]
+    if n < 2:
+        raise ValueError(f"samples must hold at least 2 images, got {n}")
+    if labels is not None:
+        check_tensor("labels", labels, ndim=1, floating=False)
+        if labels.shape[0] != n:
+            raise ValueError(f"labels must hold one label per sample ({n}), got {labels.shape[0]}")
+    if classifier is None:
+        classifier = load_classifier()
+    device = str(next(classifier.parameters()).device)
+    feats, probs = classify(classifier, samples)
+    test_feats = _reference_features("test", root, None, device)
+    train_feats = _reference_features("train", root, n, device)
+    gen = torch.Generator().manual_seed(seed)
+    kid, kid_std = kernel_inception_distance(feats, test_feats, kid_subsets, 1000, gen)
+    kid_floor, _ = kernel_inception_distance(train_feats, test_feats, kid_subsets, 1000, gen)
+    fd, fd_floor = frechet_distance(feats, test_feats), frechet_distance(train_feats, test_feats)
+    conf, pred = probs.max(1)
+    result = {
+        "num_samples": n,
+        "num_reference": int(test_feats.shape[0]),
+        "frechet_distance": fd,
+        "frechet_distance_floor": fd_floor,
+        "frechet_ratio": fd / fd_floor if fd_floor > 0 else float("inf"),
+        "kid": kid,
+        "kid_std": kid_std,
+        "kid_floor": kid_floor,
+        "mean_confidence": float(conf.mean()),
+        "frac_confident_0.9": float((conf > 0.9).double().mean()),
+        "class_histogram": torch.bincount(pred, minlength=10).tolist(),
+    }
+    if labels is not None:
+        result["accuracy"] = float((pred == labels.cpu()).double().mean())
+    return result

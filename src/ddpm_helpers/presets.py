@@ -1,0 +1,72 @@
+"""Named run presets for the CLI and the notebooks: one dataclass per preset, each a full recipe.
+
+* ``smoke``: a tiny network for a few hundred steps; proves the pipeline end to end on a CPU in
+  about a minute (its samples are blobs, not digits). Used by CI.
+* ``cpu``: a narrow U-Net and fewer timesteps, for a laptop without a GPU.
+* ``gpu``: the full recipe for a single GPU (bf16, large batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    train: TrainConfig
+    num_samples: int = 64          # images generated after training (grid + samples.pt)
+    sampler: str = "ddim"          # ddpm | ddim
+    sampler_steps: int | None = 50  # for ddim
+    eval_samples: int = 1000       # images scored by `evaluate`
+    allow_subset: bool = False     # may fall back to the shipped MNIST subset
+    data_limit: int | None = None  # use only the first N training images
+    notes: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        description="tiny U-Net, 300 steps: checks the whole pipeline on a CPU in about a minute",
+        train=TrainConfig(
+            schedule="cosine", num_timesteps=200, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+            attention_levels=(1,), dropout=0.0, steps=300, batch_size=32, lr=2e-3, warmup_steps=20,
+            checkpoint_every=100, log_every=20, ema_decay=0.99,
+        ),
+        num_samples=64, sampler="ddim", sampler_steps=20, eval_samples=200, allow_subset=True,
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description="narrow U-Net, T=500, for a laptop CPU (no GPU needed)",
+        train=TrainConfig(
+            schedule="cosine", num_timesteps=500, prediction="v", base_channels=32, channel_mults=(1, 2, 2),
+            num_res_blocks=1, attention_levels=(2,), dropout=0.0, steps=3000, batch_size=64, lr=2e-3,
+            warmup_steps=100, checkpoint_every=250, ema_decay=0.995,
+        ),
+        num_samples=64, sampler="ddim", sampler_steps=50, eval_samples=1000, allow_subset=True,
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="the full recipe for one GPU: bf16, batch 512, 8k steps",
+        train=TrainConfig(
+            schedule="cosine", num_timesteps=1000, prediction="v", base_channels=64, channel_mults=(1, 2, 2),
+            num_res_blocks=2, attention_levels=(2,), dropout=0.1, steps=8000, batch_size=512, lr=1e-3,
+            warmup_steps=300, checkpoint_every=1000, ema_decay=0.999,
+        ),
+        num_samples=64, sampler="ddim", sampler_steps=50, eval_samples=2000, allow_subset=False,
+    ),
+}
+
+
+def get_preset(name: str, **train_overrides) -> Preset:
+    """The preset ``name`` with optional TrainConfig overrides, e.g. ``get_preset("cpu", steps=500)``."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(repr(p) for p in PRESETS)}; got {name!r}")
+    preset = PRESETS[name]
+    if train_overrides:
+        merged = {**preset.train.to_dict(), **train_overrides}
+        preset = replace(preset, train=TrainConfig.from_dict(merged))
+    return preset

@@ -1,0 +1,217 @@
+r"""Samplers: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) and DDIM (Song et al. 2021).
+
+A sampler starts from pure noise ``x_{T-1} ~ N(0, I)`` (0-based, see :mod:`ddpm_helpers.schedules`)
+and repeatedly asks the network for its prediction, turns it into an estimate ``x0_hat`` of the
+clean image, and steps to a less noisy ``x_{t-1}``. Steps are written as numbered stages citing
+the papers. Every random draw comes from the ``generator`` passed in, so a fixed generator gives the
+same images on the same device.
+
+Classifier-free guidance (Ho & Salimans 2022): with labels ``y`` and ``guidance_scale`` s, the
+prediction is ``uncond + s * (cond - uncond)``; s = 1 is the plain conditional model, s = 0 the
+unconditional one, s > 1 trades diversity for fidelity to the label.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._validate import check_choice, check_float, check_int, check_tensor
+from .schedules import PREDICTION_TYPES, NoiseSchedule
+
+SIGMA_CHOICES = ("beta_tilde", "beta")
+METHODS = ("ddpm", "ddim")
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    device = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def _x0_eps(schedule, model_output, x_t, t: int, prediction: str, clip_x0: bool):
+    """Stage 1-2 of every step: from the network's output to (x0_hat, eps_hat)."""
+    t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long)
+    x0, eps = schedule.to_x0_and_eps(model_output, x_t, t_batch, prediction)
+    if clip_x0:  # pixels live in [-1, 1]; keep the estimate there and make eps agree with it
+        x0 = x0.clamp(-1, 1)
+        eps = schedule.predict_eps_from_x0(x_t, t_batch, x0)
+    return x0, eps
+
+
+def ddpm_step(
+    schedule: NoiseSchedule,
+    model_output: torch.Tensor,
+    t: int,
+    x_t: torch.Tensor,
+    *,
+    prediction: str = "eps",
+    sigma: str = "beta_tilde",
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One ancestral step :math:`x_t \to x_{t-1}` at 0-based index ``t``; returns ``(x_prev, x0_hat)``.
+
+    1. predict :math:`\hat x_0` (eq. 15), clipped to [-1, 1] if ``clip_x0``;
+    2. posterior mean :math:`\tilde\mu_t(x_t, \hat x_0)` (eq. 7). Without clipping this equals the
+       seed article's :math:`\frac{1}{\sqrt{\alpha_t}}(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\hat\epsilon)` (eq. 11);
+    3. add :math:`\sigma_t z` with :math:`\sigma_t^2 = \tilde\beta_t` (``"beta_tilde"``) or :math:`\beta_t`
+       (``"beta"``), both from section 3.2; no noise at the last step (``t = 0``).
+    """
+    check_choice("sigma", sigma, SIGMA_CHOICES)
+    check_int("t", t, min_value=0, max_value=schedule.num_timesteps - 1)
+    x0, _ = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
+    mean = schedule.scalar("posterior_mean_coef_x0", t) * x0 + schedule.scalar("posterior_mean_coef_xt", t) * x_t
+    if t == 0:
+        return mean, x0
+    variance = schedule.scalar("posterior_variance" if sigma == "beta_tilde" else "betas", t)
+    return mean + math.sqrt(variance) * _noise_like(x_t, generator), x0
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    model_output: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x_t: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    prediction: str = "eps",
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One DDIM step from index ``t`` to ``t_prev < t`` (``-1`` means "to clean data"); returns ``(x_prev, x0_hat)``.
+
+    Song et al. 2021, eq. 12, with :math:`\bar\alpha_{-1} = 1`:
+    1. predict :math:`\hat x_0` and :math:`\hat\epsilon`;
+    2. :math:`\sigma = \eta\sqrt{(1-\bar\alpha_{prev})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{prev}}` (eq. 16);
+    3. :math:`x_{prev} = \sqrt{\bar\alpha_{prev}}\hat x_0 + \sqrt{1-\bar\alpha_{prev}-\sigma^2}\,\hat\epsilon + \sigma z`.
+    ``eta = 0`` is deterministic; ``eta = 1`` with every step matches DDPM with :math:`\sigma^2 = \tilde\beta_t`.
+    """
+    T = schedule.num_timesteps
+    check_int("t", t, min_value=0, max_value=T - 1)
+    check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
+    check_float("eta", eta, min_value=0.0)
+    x0, eps = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
+    # per-step scalars in float64: 1 - ab_prev - sigma^2 cancels badly in float32 near t = T-1
+    ab_t, ab_prev = schedule.scalar("alpha_bar", t), schedule.scalar("alpha_bar", t_prev)
+    sigma = eta * math.sqrt(max(0.0, (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)))
+    x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - sigma**2)) * eps
+    if eta > 0 and t_prev >= 0:
+        x_prev = x_prev + sigma * _noise_like(x_t, generator)
+    return x_prev, x0
+
+
+def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """``steps`` evenly spaced indices from ``T-1`` downwards ("trailing" spacing, Lin et al. 2024):
+    the first step always starts from pure noise. E.g. T=1000, steps=4 -> [999, 749, 499, 249]."""
+    check_int("steps", steps, min_value=1, max_value=num_timesteps)
+    ratio = num_timesteps / steps
+    return [int(round(num_timesteps - i * ratio)) - 1 for i in range(steps)]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x_t: torch.Tensor,
+    t: int,
+    y: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+) -> torch.Tensor:
+    """The network's output at index ``t``, with classifier-free guidance when ``y`` is given and the scale is not 1."""
+    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+    if y is None:
+        return model(x_t, t_batch)
+    if guidance_scale == 1.0:
+        return model(x_t, t_batch, y)
+    null = torch.full_like(y, model.num_classes)
+    both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
+    cond, uncond = both.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    num_samples: int,
+    *,
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    method: str = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    sigma: str = "beta_tilde",
+    prediction: str = "eps",
+    y: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    return_trajectory: bool = False,
+    trajectory_every: int = 1,
+    progress: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+    """Draw ``num_samples`` images in [-1, 1] of shape (N, *image_shape).
+
+    ``method="ddpm"`` runs all T ancestral steps (``steps`` must be None or T); ``"ddim"`` runs
+    ``steps`` (default 50, at most T) with noise level ``eta``. With ``return_trajectory``, also
+    returns ``[(t, x_t on CPU), ...]`` every ``trajectory_every`` steps, for animations: ``t`` is the
+    0-based index of the state (``T-1`` is the starting noise, ``-1`` the finished image). The model
+    is put in eval mode for sampling and given back in the mode it came in.
+    """
+    check_choice("method", method, METHODS)
+    check_choice("prediction", prediction, PREDICTION_TYPES)
+    check_choice("sigma", sigma, SIGMA_CHOICES)
+    check_int("num_samples", num_samples, min_value=1)
+    check_int("trajectory_every", trajectory_every, min_value=1)
+    check_float("guidance_scale", guidance_scale, min_value=0.0)
+    check_float("eta", eta, min_value=0.0)
+    if len(image_shape) != 3 or any(not isinstance(s, int) or s < 1 for s in image_shape):
+        raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape}")
+    T = schedule.num_timesteps
+    if method == "ddpm":
+        if steps not in (None, T):
+            raise ValueError(f"steps must be None or T={T} for method='ddpm' (use method='ddim' for fewer), got {steps}")
+        timesteps = list(range(T - 1, -1, -1))
+    else:
+        timesteps = ddim_timesteps(T, min(50, T) if steps is None else steps)
+    if device is None:
+        device = next(model.parameters()).device
+    if y is not None:
+        check_tensor("y", y, ndim=1, floating=False)
+        if getattr(model, "num_classes", None) is None:
+            raise ValueError("y (class labels) was given, but the model is unconditional (num_classes=None)")
+        if y.shape[0] != num_samples:
+            raise ValueError(f"y must hold one label per sample ({num_samples}), got {y.shape[0]}")
+        if int(y.min()) < 0 or int(y.max()) > model.num_classes:
+            raise ValueError(f"y must hold labels in [0, {model.num_classes}], got [{int(y.min())}, {int(y.max())}]")
+        y = y.to(device)
+    schedule = schedule.to(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.randn((num_samples, *image_shape), generator=generator,
+                        device=device if generator is None else generator.device).to(device)
+        trajectory = [(T - 1, x.cpu())] if return_trajectory else []
+        iterator = timesteps
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(timesteps, desc=f"{method} sampling", leave=False)
+        for i, t in enumerate(iterator):
+            out = predict(model, x, t, y, guidance_scale).float()
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            if method == "ddpm":
+                x, _ = ddpm_step(schedule, out, t, x, prediction=prediction, sigma=sigma, clip_x0=clip_x0,
+                                 generator=generator)
+            else:
+                x, _ = ddim_step(schedule, out, t, t_prev, x, eta=eta, prediction=prediction, clip_x0=clip_x0,
+                                 generator=generator)
+            if return_trajectory and ((i + 1) % trajectory_every == 0 or i + 1 == len(timesteps)):
+                trajectory.append((t_prev, x.cpu()))
+    finally:
+        model.train(was_training)
+    x = x.clamp(-1, 1)  # the seed showed unclamped outputs; pixels live in [-1, 1]
+    return (x, trajectory) if return_trajectory else x

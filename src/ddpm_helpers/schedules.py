@@ -1,0 +1,241 @@
+r"""Beta schedules and the closed-form forward process of DDPM (Ho et al. 2020, arXiv 2006.11239).
+
+Timestep convention (used everywhere in this package)
+----------------------------------------------------
+The paper counts diffusion steps :math:`t = 1, \dots, T`. Code counts **0-based indices**
+``t = 0, ..., T-1``: index ``t`` is the paper's step ``t + 1``. So ``betas[0]`` is the paper's
+:math:`\beta_1`, ``alpha_bar[t]`` is :math:`\bar\alpha_{t+1} = \prod_{s \le t} (1 - \beta_s)`, and
+"``x_t``" in code is the image after ``t + 1`` noising steps. Clean data is ``x0`` and has no index.
+This is also the convention of ``diffusers`` and of OpenAI's ``improved-diffusion``.
+
+Everything is computed in float64 and stored as float32 tensors. A :class:`NoiseSchedule` moves
+with ``.to(device)``; :func:`extract` also moves indices to the schedule's device, so the seed
+article's "indices should be either on cpu or on the same device" crash cannot happen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps
+
+SCHEDULES = ("linear", "cosine", "sigmoid")
+PREDICTION_TYPES = ("eps", "x0", "v")
+
+
+def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Ho et al. (2020) linear schedule: ``beta`` rises evenly from ``beta_start`` to ``beta_end``."""
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    r"""Nichol & Dhariwal (2021, eq. 17): :math:`\bar\alpha(u) = \cos^2\big(\frac{u + s}{1 + s}\cdot\frac{\pi}{2}\big)`
+    on :math:`u = t/T`, and :math:`\beta_t = \min(1 - \bar\alpha(\frac{t+1}{T}) / \bar\alpha(\frac{t}{T}), 0.999)`."""
+    u = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+def sigmoid_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """GeoDiff's sigmoid schedule (as in ``diffusers``): ``beta`` follows a sigmoid over [-6, 6]."""
+    x = torch.linspace(-6, 6, num_timesteps, dtype=torch.float64)
+    return torch.sigmoid(x) * (beta_end - beta_start) + beta_start
+
+
+def make_betas(name: str, num_timesteps: int, **kwargs: float) -> torch.Tensor:
+    """Return the float64 betas of the schedule ``name`` (one of :data:`SCHEDULES`) for ``T`` steps."""
+    check_choice("schedule", name, SCHEDULES)
+    check_int("num_timesteps", num_timesteps, min_value=1)
+    fn = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}[name]
+    try:
+        return fn(num_timesteps, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"schedule {name!r} does not take these options: {sorted(kwargs)} ({err})") from None
+
+
+def extract(a: torch.Tensor, t: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Pick ``a[t]`` for each sample and reshape to ``(B, 1, 1, ...)`` so it broadcasts over ``shape``.
+
+    ``t`` may live on any device: it is moved to ``a``'s device for the lookup.
+    """
+    out = a[t.to(a.device)].float()
+    return out.reshape(t.shape[0], *([1] * (len(shape) - 1)))
+
+
+class NoiseSchedule:
+    r"""Every per-step constant of DDPM, computed once in float64 from ``betas``.
+
+    Attributes (all float32 tensors of shape ``(T,)``, indexed by 0-based ``t``):
+        betas, alphas (:math:`1-\beta_t`), alpha_bar (:math:`\bar\alpha_t`), alpha_bar_prev
+        (:math:`\bar\alpha_{t-1}`, with 1 at ``t = 0``), sqrt_alpha_bar, sqrt_one_minus_alpha_bar,
+        posterior_mean_coef_x0, posterior_mean_coef_xt and posterior_variance (eq. 7), snr
+        (:math:`\bar\alpha_t / (1-\bar\alpha_t)`) and log_snr.
+    """
+
+    _FIELDS = (
+        "betas", "alphas", "alpha_bar", "alpha_bar_prev", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar",
+        "posterior_mean_coef_x0", "posterior_mean_coef_xt", "posterior_variance", "snr", "log_snr",
+    )
+
+    def __init__(self, betas: torch.Tensor, name: str = "custom"):
+        check_tensor("betas", betas, ndim=1, floating=True, finite=True)
+        if betas.numel() < 1:
+            raise ValueError("betas must hold at least one value (T >= 1), got an empty tensor")
+        if bool((betas <= 0).any()) or bool((betas >= 1).any()):
+            raise ValueError(
+                f"betas must lie strictly inside (0, 1); got values in [{float(betas.min())}, {float(betas.max())}]"
+            )
+        b = betas.detach().to("cpu", torch.float64)
+        alphas = 1 - b
+        alpha_bar = torch.cumprod(alphas, 0)
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        values = {
+            "betas": b,
+            "alphas": alphas,
+            "alpha_bar": alpha_bar,
+            "alpha_bar_prev": alpha_bar_prev,
+            "sqrt_alpha_bar": alpha_bar.sqrt(),
+            "sqrt_one_minus_alpha_bar": (1 - alpha_bar).sqrt(),
+            # Ho et al. eq. 7: mu~_t = coef_x0 * x0 + coef_xt * x_t,  beta~_t = posterior_variance
+            "posterior_mean_coef_x0": b * alpha_bar_prev.sqrt() / (1 - alpha_bar),
+            "posterior_mean_coef_xt": (1 - alpha_bar_prev) * alphas.sqrt() / (1 - alpha_bar),
+            "posterior_variance": b * (1 - alpha_bar_prev) / (1 - alpha_bar),
+            "snr": alpha_bar / (1 - alpha_bar),
+            "log_snr": alpha_bar.log() - (1 - alpha_bar).log(),
+        }
+        for key in self._FIELDS:
+            setattr(self, key, values[key].float())
+        self._float64 = values  # CPU float64 copies, for per-step scalars in the samplers
+        self.name = name
+
+    @classmethod
+    def from_name(cls, name: str = "linear", num_timesteps: int = 1000, **kwargs: float) -> "NoiseSchedule":
+        """Build a schedule by name: ``NoiseSchedule.from_name("cosine", 1000)``."""
+        return cls(make_betas(name, num_timesteps, **kwargs), name=name)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.betas.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.betas.device
+
+    def to(self, device: torch.device | str) -> "NoiseSchedule":
+        """Return a copy whose tensors live on ``device`` (the schedule itself is unchanged)."""
+        new = object.__new__(NoiseSchedule)
+        for key in self._FIELDS:
+            setattr(new, key, getattr(self, key).to(device))
+        new._float64 = self._float64
+        new.name = self.name
+        return new
+
+    def scalar(self, name: str, t: int) -> float:
+        """``name[t]`` as a Python float computed in float64 on the CPU (no device sync), e.g.
+        ``schedule.scalar("alpha_bar", 10)``. Index ``-1`` of ``alpha_bar`` is 1 (clean data)."""
+        if name not in self._float64:
+            raise ValueError(f"name must be one of {', '.join(self._FIELDS)}; got {name!r}")
+        if name == "alpha_bar" and t == -1:
+            return 1.0
+        return float(self._float64[name][t])
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule(name={self.name!r}, T={self.num_timesteps}, device={self.device})"
+
+    # ---- the forward process ------------------------------------------------------------
+    def _check(self, x: torch.Tensor, t: torch.Tensor, x_name: str = "x0") -> torch.Tensor:
+        check_tensor(x_name, x, ndim=(2, 3, 4, 5), floating=True, finite=True)
+        t = check_timesteps("t", t, self.num_timesteps, batch=x.shape[0])
+        return t.expand(x.shape[0]) if t.numel() == 1 else t
+
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        r"""Sample :math:`x_t \sim q(x_t|x_0)` in one shot (eq. 4):
+        :math:`x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`.
+
+        Args: ``x0`` (B, C, H, W) clean images; ``t`` (B,) long indices in [0, T-1];
+        ``noise`` optional, same shape as ``x0`` (drawn from ``generator`` otherwise).
+        """
+        t = self._check(x0, t)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        elif not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
+            raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {getattr(noise, 'shape', noise)}")
+        return extract(self.sqrt_alpha_bar, t, x0.shape).to(x0) * x0 + extract(
+            self.sqrt_one_minus_alpha_bar, t, x0.shape
+        ).to(x0) * noise
+
+    def q_posterior_mean_variance(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Mean and variance of :math:`q(x_{t-1} | x_t, x_0)` (eq. 6-7); the variance is :math:`\tilde\beta_t`."""
+        t = self._check(x_t, t, "x_t")
+        if x0.shape != x_t.shape:
+            raise ValueError(f"x0 must have the shape of x_t {tuple(x_t.shape)}, got {tuple(x0.shape)}")
+        mean = extract(self.posterior_mean_coef_x0, t, x_t.shape).to(x_t) * x0 + extract(
+            self.posterior_mean_coef_xt, t, x_t.shape
+        ).to(x_t) * x_t
+        return mean, extract(self.posterior_variance, t, x_t.shape).to(x_t)
+
+    # ---- conversions between what a network may predict ----------------------------------
+    def _coefs(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self._check(x_t, t, "x_t")
+        return (
+            extract(self.sqrt_alpha_bar, t, x_t.shape).to(x_t),
+            extract(self.sqrt_one_minus_alpha_bar, t, x_t.shape).to(x_t),
+        )
+
+    def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        r""":math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}` (eq. 15)."""
+        a, s = self._coefs(x_t, t)
+        return (x_t - s * eps) / a
+
+    def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        r""":math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,x_0) / \sqrt{1-\bar\alpha_t}`."""
+        a, s = self._coefs(x_t, t)
+        return (x_t - a * x0) / s
+
+    def velocity(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        r"""The v-target of Salimans & Ho (2022): :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0`."""
+        a, s = self._coefs(x0, t)
+        return a * eps - s * x0
+
+    def to_x0_and_eps(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str = "eps"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn a network's output (``prediction`` in ``"eps"``, ``"x0"``, ``"v"``) into (x0_hat, eps_hat)."""
+        check_choice("prediction", prediction, PREDICTION_TYPES)
+        if model_output.shape != x_t.shape:
+            raise ValueError(
+                f"model_output must have the shape of x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}"
+            )
+        a, s = self._coefs(x_t, t)
+        if prediction == "eps":
+            return (x_t - s * model_output) / a, model_output
+        if prediction == "x0":
+            return model_output, (x_t - a * model_output) / s
+        # v: x0 = a x_t - s v,  eps = s x_t + a v   (a^2 + s^2 = 1)
+        return a * x_t - s * model_output, s * x_t + a * model_output
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
+        """The regression target for ``prediction``: the noise, the clean image or the velocity."""
+        check_choice("prediction", prediction, PREDICTION_TYPES)
+        if prediction == "eps":
+            return eps
+        if prediction == "x0":
+            return x0
+        return self.velocity(x0, t, eps)
+
+    def steps_until_noise(self, threshold: float = 0.05) -> int:
+        r"""First 0-based index at which :math:`\sqrt{\bar\alpha_t}` (the signal's weight) drops below ``threshold``;
+        ``T`` if it never does (the schedule leaves signal behind: a problem for sampling)."""
+        check_float("threshold", threshold, min_value=0.0, max_value=1.0, min_inclusive=False)
+        below = (self.sqrt_alpha_bar < threshold).nonzero()
+        return int(below[0]) if below.numel() else self.num_timesteps

@@ -1,0 +1,384 @@
+"""Training: AdamW, EMA, bf16 autocast on CUDA, gradient clipping, checkpoints and exact resume.
+
+Use it from a notebook::
+
+    cfg = TrainConfig(steps=2000, batch_size=128)
+    trainer = Trainer(cfg, images, labels, out_dir="runs/mnist")   # resumes if out_dir has a checkpoint
+    trainer.fit()                                                    # Ctrl-C saves a checkpoint first
+    samples = sample(trainer.ema_model, trainer.schedule, 16)
+
+The whole data set stays on the device and batches are drawn by index (no DataLoader), with a
+dedicated CPU generator, so a run resumed from a checkpoint on CPU repeats the uninterrupted run's
+losses exactly: the checkpoint holds the model, the EMA, the optimizer, the learning-rate schedule,
+the step, every RNG state and the loss history.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import random
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from ._validate import check_choice, check_float, check_int, check_tensor
+from .checkpoint import (
+    CheckpointError,
+    check_same_config,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .losses import diffusion_loss
+from .schedules import PREDICTION_TYPES, SCHEDULES, NoiseSchedule
+from .unet import UNet, UNetConfig
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+# Settings that may change between a run and its resumption without changing its maths.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_last", "log_every", "on_nan", "progress")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); returns a CPU ``torch.Generator`` seeded the same."""
+    check_int("seed", seed, min_value=0, max_value=2**63 - 1)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; a named device must be available."""
+    check_choice("device", preference, DEVICES)
+    has = {"cuda": torch.cuda.is_available(), "mps": getattr(torch.backends, "mps", None) is not None
+           and torch.backends.mps.is_available(), "cpu": True}
+    if preference == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
+    if not has[preference]:
+        raise ValueError(f"device {preference!r} was requested but is not available here; use 'auto' or 'cpu'")
+    return torch.device(preference)
+
+
+@dataclass
+class TrainConfig:
+    # diffusion
+    schedule: str = "cosine"            # linear | cosine | sigmoid
+    num_timesteps: int = 1000           # T
+    prediction: str = "eps"             # what the network predicts: eps | x0 | v
+    min_snr_gamma: float | None = None  # e.g. 5.0 for min-SNR weighting; None = the plain loss
+    # network (see UNetConfig)
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (2,)
+    dropout: float = 0.1
+    class_conditional: bool = False     # learn p(x | digit) as well, for classifier-free guidance
+    label_drop_prob: float = 0.1        # how often the label is hidden in training (the null class)
+    # optimisation
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    lr_schedule: str = "cosine"         # constant | cosine (decay to 10% after the warm-up)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0              # max global gradient norm; 0 disables
+    ema_decay: float = 0.999
+    amp: str = "auto"                   # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | off
+    seed: int = 0
+    # bookkeeping
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    log_every: int = 50
+    on_nan: str = "raise"               # raise | skip (skip the update of a step whose loss is NaN/Inf)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.channel_mults = tuple(self.channel_mults)
+        self.attention_levels = tuple(self.attention_levels)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("prediction", self.prediction, PREDICTION_TYPES)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        check_choice("amp", self.amp, ("auto", "bf16", "off"))
+        check_choice("on_nan", self.on_nan, ("raise", "skip"))
+        check_int("num_timesteps", self.num_timesteps, min_value=1)
+        check_int("steps", self.steps, min_value=0)
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_int("warmup_steps", self.warmup_steps, min_value=0)
+        check_int("seed", self.seed, min_value=0)
+        check_int("checkpoint_every", self.checkpoint_every, min_value=1)
+        check_int("keep_last", self.keep_last, min_value=1)
+        check_int("log_every", self.log_every, min_value=1)
+        check_float("lr", self.lr, min_value=0.0, min_inclusive=False)
+        check_float("weight_decay", self.weight_decay, min_value=0.0)
+        check_float("grad_clip", self.grad_clip, min_value=0.0)
+        check_float("ema_decay", self.ema_decay, min_value=0.0, max_value=1.0, max_inclusive=False)
+        check_float("label_drop_prob", self.label_drop_prob, min_value=0.0, max_value=1.0)
+        if self.min_snr_gamma is not None:
+            check_float("min_snr_gamma", self.min_snr_gamma, min_value=0.0, min_inclusive=False)
+        self.unet_config()  # validates the network fields
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig setting(s) {unknown}; accepted: {sorted(names)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def unet_config(self) -> UNetConfig:
+        return UNetConfig(
+            base_channels=self.base_channels, channel_mults=self.channel_mults, num_res_blocks=self.num_res_blocks,
+            attention_levels=self.attention_levels, dropout=self.dropout,
+            num_classes=10 if self.class_conditional else None,
+        )
+
+    def make_schedule(self) -> NoiseSchedule:
+        return NoiseSchedule.from_name(self.schedule, self.num_timesteps)
+
+    def lr_at(self, step: int) -> float:
+        """Learning-rate multiplier at ``step``: linear warm-up, then constant or cosine decay to 0.1."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant" or self.steps <= self.warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / (self.steps - self.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of a model's weights (with the usual warm-up of the decay)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = check_float("decay", decay, min_value=0.0, max_value=1.0, max_inclusive=False)
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        ema_params = list(self.model.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradient became NaN or Inf."""
+
+
+class Trainer:
+    """Trains a :class:`UNet` on ``images`` (N, 1, H, W) in [-1, 1] (and ``labels`` for a conditional model).
+
+    With ``out_dir``, checkpoints go there every ``checkpoint_every`` steps, at the end and on Ctrl-C;
+    ``resume=True`` continues from the newest checkpoint in ``out_dir`` (same config required,
+    except the settings in :data:`RESUMABLE_CHANGES`, e.g. more ``steps``).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        out_dir: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        resume: bool = True,
+        model: nn.Module | None = None,
+    ):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        check_tensor("images", images, ndim=4, floating=True, finite=True)
+        if config.class_conditional:
+            if labels is None:
+                raise ValueError("labels are required when config.class_conditional is True")
+            check_tensor("labels", labels, ndim=1, floating=False)
+            if labels.shape[0] != images.shape[0]:
+                raise ValueError(f"labels must have one entry per image ({images.shape[0]}), got {labels.shape[0]}")
+        self.config = config
+        self.device = select_device(device) if isinstance(device, str) else torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device) if (labels is not None and config.class_conditional) else None
+        self.schedule = config.make_schedule().to(self.device)
+        seed_everything(config.seed)
+        self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
+        if self.images.shape[-1] % getattr(self.model, "downsample_factor", 1):
+            self.model.check_input(self.images[:1], torch.zeros(1, dtype=torch.long))
+        self.ema = EMA(self.model, config.ema_decay)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay, fused=fused or None)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_at)
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.history: list[float] = []
+        self.skipped_steps: list[int] = []
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
+        if self.out_dir is not None:
+            self._check_writable(self.out_dir)
+            if resume:
+                state = latest_checkpoint(self.out_dir, map_location=self.device)
+                if state is not None:
+                    self.load_state(state)
+
+    @staticmethod
+    def _check_writable(folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".write_test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise PermissionError(f"out_dir {str(folder)!r} is not writable ({err}); choose another folder") from None
+
+    @property
+    def ema_model(self) -> nn.Module:
+        return self.ema.model
+
+    # ---- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "batch": self.batch_generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.config.to_dict(),
+            "unet_config": self.model.config.to_dict() if hasattr(self.model, "config") else {},
+            "model": self.model.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "step": self.step,
+            "history": list(self.history),
+            "skipped_steps": list(self.skipped_steps),
+            "rng": rng,
+            "versions": library_versions(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        check_same_config(state["config"], self.config.to_dict(), ignore=RESUMABLE_CHANGES)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.ema.model.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"checkpoint {state.get('path', '')} does not fit this model: {err}") from None
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.lr_scheduler.lr_lambdas = [self.config.lr_at]  # a longer run recomputes the schedule
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        self.skipped_steps = list(state.get("skipped_steps", []))
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        self.batch_generator.set_state(state["rng"]["batch"].cpu())
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        if self.config.progress and "path" in state:
+            print(f"resumed from {state['path']} at step {self.step}")
+
+    def save(self) -> Path | None:
+        """Write a checkpoint for the current step into ``out_dir`` and prune old ones."""
+        if self.out_dir is None:
+            return None
+        path = save_checkpoint(self.state_dict(), checkpoint_path(self.out_dir, self.step))
+        prune_checkpoints(self.out_dir, self.config.keep_last)
+        return path
+
+    @classmethod
+    def load_model(cls, path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[
+        UNet, NoiseSchedule, TrainConfig
+    ]:
+        """(model, schedule, config) from a checkpoint file; the EMA weights by default."""
+        state = load_checkpoint(path, map_location=device)
+        config = TrainConfig.from_dict(state["config"])
+        model = UNet(config.unet_config())
+        model.load_state_dict(state["ema" if ema else "model"])
+        return model.to(device).eval(), config.make_schedule().to(device), config
+
+    # ---- training -------------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One optimisation step on a random batch; returns the loss."""
+        cfg = self.config
+        idx = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=self.batch_generator)
+        idx = idx.to(self.device)
+        x0 = self.images[idx]
+        y = self.labels[idx] if self.labels is not None else None
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            loss = diffusion_loss(self.model, self.schedule, x0, y, prediction=cfg.prediction,
+                                  min_snr_gamma=cfg.min_snr_gamma, label_drop_prob=cfg.label_drop_prob)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
+                                                   float("inf"))
+        value = float(loss.detach())
+        if not (math.isfinite(value) and math.isfinite(float(grad_norm))):
+            what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {float(grad_norm)}"
+            if cfg.on_nan == "raise":
+                raise NonFiniteLossError(
+                    f"{what} at step {self.step}. Try a lower lr (now {cfg.lr}), grad_clip > 0, or amp='off'; "
+                    "or set on_nan='skip' to skip such steps."
+                )
+            warnings.warn(f"{what} at step {self.step}: skipping this update (on_nan='skip')", stacklevel=2)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps.append(self.step)
+        else:
+            self.optimizer.step()
+            self.ema.update(self.model, self.step)
+        self.lr_scheduler.step()
+        self.step += 1
+        self.history.append(value)
+        return value
+
+    def fit(self, steps: int | None = None) -> list[float]:
+        """Train until ``steps`` (default ``config.steps``) have been done in total; returns the loss history.
+
+        Ctrl-C (KeyboardInterrupt) saves a checkpoint, then re-raises so the caller stops too.
+        """
+        target = self.config.steps if steps is None else check_int("steps", steps, min_value=0)
+        bar = None
+        if self.config.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=target, initial=min(self.step, target), desc="training", dynamic_ncols=True)
+        try:
+            while self.step < target:
+                loss = self.train_step()
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % self.config.log_every == 0:
+                        recent = self.history[-self.config.log_every:]
+                        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+                if self.step % self.config.checkpoint_every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            path = self.save()
+            if path is not None:
+                print(f"\ninterrupted at step {self.step}: checkpoint saved to {path}; run again to resume")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.out_dir is not None and not (self.out_dir / checkpoint_path(".", self.step).name).exists():
+            self.save()
+        return self.history
+
+
+def library_versions() -> dict:
+    import platform
+
+    import torchvision
+
+    return {"ddpm_helpers": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}

@@ -1,0 +1,317 @@
+r"""The denoising network: a small U-Net for 28x28 digits, built from named pieces.
+
+``model(x_t, t, y=None)`` takes images ``x_t`` (B, C, H, W), 0-based timestep indices ``t`` (B,)
+(long) and, for a class-conditional model, labels ``y`` (B,) in [0, num_classes] where the value
+``num_classes`` is the *null class* used for classifier-free guidance. It returns a tensor with the
+shape of ``x_t``: the predicted noise, clean image or velocity, whichever it was trained for.
+
+Also here: :class:`SimpleUNet`, the seed article's network (four 3x3 convolutions), kept as a
+labelled baseline. It is not a U-Net: no down-sampling, no skips, a 9x9 receptive field.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import check_float, check_int, check_tensor, check_timesteps
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    r"""Transformer-style embedding of timesteps (Vaswani et al. 2017), shape (B, dim).
+
+    Entry ``i < dim/2`` is :math:`\sin(t\,\omega_i)` and entry ``i + dim/2`` is :math:`\cos(t\,\omega_i)`,
+    with frequencies :math:`\omega_i = \text{max\_period}^{-i/(dim/2)}` from 1 down to ~1/max_period.
+    """
+    check_int("dim", dim, min_value=2)
+    if dim % 2:
+        raise ValueError(f"dim must be even (sin and cos halves), got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, then the time embedding as a per-channel scale and shift
+    (FiLM: ``h * (1 + scale) + shift``), GroupNorm -> SiLU -> dropout -> conv, plus a skip path."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 8):
+        super().__init__()
+        self.norm1 = _norm(in_ch, groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = _norm(out_ch, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H*W positions of a feature map, with a residual path."""
+
+    def __init__(self, channels: int, heads: int = 4, groups: int = 8):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"heads must divide channels ({channels}), got heads={heads}")
+        self.heads = heads
+        self.norm = _norm(channels, groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a stride-2 3x3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour, then a 3x3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 1                 # 1 for MNIST
+    base_channels: int = 32              # channels at full resolution
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # one entry per resolution: 28 -> 14 -> 7
+    num_res_blocks: int = 2              # ResBlocks per resolution on the way down
+    attention_levels: tuple[int, ...] = (2,)     # which resolutions (indices into channel_mults) get attention
+    dropout: float = 0.1
+    num_classes: int | None = None       # e.g. 10 for class-conditional MNIST; label num_classes = "no label"
+    groups: int = 8                      # GroupNorm groups
+    heads: int = 4                       # attention heads
+    extra: dict = field(default_factory=dict)  # free-form notes, saved with checkpoints
+
+    def __post_init__(self) -> None:
+        self.channel_mults = tuple(self.channel_mults)
+        self.attention_levels = tuple(self.attention_levels)
+        check_int("in_channels", self.in_channels, min_value=1)
+        check_int("base_channels", self.base_channels, min_value=1)
+        check_int("num_res_blocks", self.num_res_blocks, min_value=1)
+        check_float("dropout", self.dropout, min_value=0.0, max_value=1.0, max_inclusive=False)
+        if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
+            raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {self.channel_mults}")
+        for level in self.attention_levels:
+            if not isinstance(level, int) or not 0 <= level < len(self.channel_mults):
+                raise ValueError(
+                    f"attention_levels must hold indices in [0, {len(self.channel_mults) - 1}], "
+                    f"got {self.attention_levels}"
+                )
+        if self.num_classes is not None:
+            check_int("num_classes", self.num_classes, min_value=1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class UNet(nn.Module):
+    """A DDPM U-Net (Ho et al. 2020, appendix B), sized for small images.
+
+    Down path: per resolution, ``num_res_blocks`` ResBlocks (+ attention where configured), then a
+    stride-2 Downsample; every output is kept as a skip. Middle: ResBlock, attention, ResBlock. Up
+    path: per resolution, ``num_res_blocks + 1`` ResBlocks, each fed the concatenation of the current
+    features and one skip, then an Upsample. Works for any H, W divisible by ``downsample_factor``.
+    """
+
+    def __init__(self, config: UNetConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = UNetConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a UNetConfig or keyword arguments, not both")
+        self.config = cfg = config
+        ch = cfg.base_channels
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skip_channels = [ch]
+        cur = ch
+        for level, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                out = cfg.base_channels * mult
+                self.down.append(self._block(cur, out, emb_dim, level))
+                cur = out
+                skip_channels.append(cur)
+            if level < len(cfg.channel_mults) - 1:
+                self.down.append(Downsample(cur))
+                skip_channels.append(cur)
+
+        self.mid = nn.ModuleList([
+            ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.groups),
+            SelfAttention(cur, cfg.heads, cfg.groups),
+            ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.groups),
+        ])
+
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(cfg.channel_mults))):
+            out = cfg.base_channels * cfg.channel_mults[level]
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(self._block(cur + skip_channels.pop(), out, emb_dim, level))
+                cur = out
+            if level > 0:
+                self.up.append(Upsample(cur))
+
+        self.norm_out = _norm(cur, cfg.groups)
+        self.conv_out = nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def _block(self, in_ch: int, out_ch: int, emb_dim: int, level: int) -> nn.Module:
+        cfg = self.config
+        res = ResBlock(in_ch, out_ch, emb_dim, cfg.dropout, cfg.groups)
+        if level in cfg.attention_levels:
+            return nn.ModuleList([res, SelfAttention(out_ch, cfg.heads, cfg.groups)])
+        return nn.ModuleList([res])
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.config.channel_mults) - 1)
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config.num_classes
+
+    def check_input(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Validate the inputs of :meth:`forward` and return ``t`` as a (B,) tensor."""
+        check_tensor("x", x, ndim=4, floating=True)
+        cfg, f = self.config, self.downsample_factor
+        if x.shape[1] != cfg.in_channels:
+            raise ValueError(f"x must have {cfg.in_channels} channel(s), got shape {tuple(x.shape)}")
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"x has size {x.shape[2]}x{x.shape[3]}, but this UNet halves the size "
+                f"{len(cfg.channel_mults) - 1} time(s), so H and W must be divisible by {f} "
+                f"(e.g. 28 with channel_mults of length <= 3, or pad the images)"
+            )
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"t must be a tensor of 0-based timestep indices, got {type(t).__name__}")
+        t = t.reshape(-1)
+        if t.numel() not in (1, x.shape[0]):
+            raise ValueError(f"t must have 1 or {x.shape[0]} entries (one per image), got {t.numel()}")
+        if y is not None:
+            if cfg.num_classes is None:
+                raise ValueError("y (class labels) was given, but this UNet was built with num_classes=None")
+            check_timesteps("y", y, cfg.num_classes + 1, batch=x.shape[0])
+        return t.expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.check_input(x, t, y)
+        emb = self.time_mlp(sinusoidal_embedding(t, self.config.base_channels))
+        if self.label_emb is not None:
+            if y is None:  # unconditional call of a conditional model: use the null class
+                y = torch.full((x.shape[0],), self.config.num_classes, device=x.device, dtype=torch.long)
+            emb = emb + self.label_emb(y.reshape(-1).expand(x.shape[0]))
+
+        h = self.conv_in(x)
+        skips = [h]
+        for module in self.down:
+            h = self._run(module, h, emb)
+            skips.append(h)
+        h = self.mid[0](h, emb)
+        h = self.mid[1](h)
+        h = self.mid[2](h, emb)
+        for module in self.up:
+            if isinstance(module, Upsample):
+                h = module(h)
+            else:
+                h = self._run(module, torch.cat([h, skips.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    @staticmethod
+    def _run(module: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if isinstance(module, Downsample):
+            return module(h)
+        h = module[0](h, emb)
+        return module[1](h) if len(module) > 1 else h
+
+
+class SimpleUNet(nn.Module):
+    """The seed article's denoiser, kept as a baseline (only its hard-coded 28 removed).
+
+    Four 3x3 convolutions with ReLU; the timestep enters as one extra constant input channel t/T.
+    No down-sampling and no skip connections, so each output pixel sees only a 9x9 patch: it cannot
+    learn the shape of a whole digit. Notebook 04 shows this; notebook 08 reproduces its samples.
+    """
+
+    def __init__(self, num_timesteps: int = 300, in_channels: int = 1, hidden: int = 64):
+        super().__init__()
+        self.num_timesteps = check_int("num_timesteps", num_timesteps, min_value=1)
+        self.num_classes = None
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels + 1, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, in_channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_tensor("x", x, ndim=4, floating=True)
+        t = t.reshape(-1).expand(x.shape[0]).to(x.dtype) / self.num_timesteps
+        t_channel = t[:, None, None, None].expand(-1, 1, x.shape[2], x.shape[3])  # was: .expand(..., 28, 28)
+        return self.net(torch.cat([x, t_channel], dim=1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_field(model: nn.Module, size: int = 28, in_channels: int = 1) -> torch.Tensor:
+    """Which input pixels can change the centre output pixel: a (size, size) boolean map.
+
+    Found by back-propagating from the centre output to the input of a copy of ``model`` whose
+    weights are re-drawn at random (a fresh UNet's zero-initialised output layers would otherwise hide
+    every path). So it is measured, not computed by hand; it is a property of the architecture.
+    """
+    check_int("size", size, min_value=1)
+    probe = copy.deepcopy(model).float().eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    x = torch.randn(1, in_channels, size, size, generator=gen).requires_grad_(True)
+    out = probe(x, torch.tensor([1]))
+    out[0, :, size // 2, size // 2].sum().backward()
+    return x.grad[0].abs().sum(0) > 0

@@ -1,0 +1,180 @@
+"""Pictures: image grids, schedule and SNR plots, forward-process strips, reverse-process animations.
+
+Every function returns the matplotlib Figure (or animation) it made, so a notebook can show it
+and a script can save it; nothing here calls ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt  # matplotlib falls back to a headless backend by itself
+import torch
+from matplotlib import animation
+
+from ._validate import check_int, check_tensor
+from .schedules import NoiseSchedule
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
+    """Tile images (N, C, H, W) in [-1, 1] into one (H', W') float tensor in [0, 1] (first channel)."""
+    check_tensor("images", images, ndim=4, floating=True)
+    n, _, h, w = images.shape
+    if n == 0:
+        raise ValueError("images must hold at least one image, got 0")
+    nrow = nrow or int(n**0.5 + 0.999)
+    check_int("nrow", nrow, min_value=1)
+    ncol_rows = (n + nrow - 1) // nrow
+    grid = torch.ones(ncol_rows * (h + padding) + padding, nrow * (w + padding) + padding)
+    pixels = ((images[:, 0].detach().float().cpu().clamp(-1, 1) + 1) / 2)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top : top + h, left : left + w] = pixels[i]
+    return grid
+
+
+def show_images(
+    images: torch.Tensor,
+    nrow: int | None = None,
+    title: str | None = None,
+    labels: Sequence | None = None,
+    size: float = 0.6,
+) -> plt.Figure:
+    """A grid of images in [-1, 1] (clamped, so out-of-range pixels never wrap around); optional titles per image."""
+    check_tensor("images", images, ndim=4, floating=True)
+    n = images.shape[0]
+    nrow = nrow or int(n**0.5 + 0.999)
+    if labels is not None:
+        if len(labels) != n:
+            raise ValueError(f"labels must have one entry per image ({n}), got {len(labels)}")
+        rows = (n + nrow - 1) // nrow
+        fig, axes = plt.subplots(rows, nrow, figsize=(nrow * size * 1.6, rows * size * 1.9), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for i, ax in zip(range(n), axes.flat):
+            ax.imshow(images[i, 0].detach().float().cpu().clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(str(labels[i]), fontsize=8)
+    else:
+        grid = make_grid(images, nrow)
+        fig, ax = plt.subplots(figsize=(max(2.0, grid.shape[1] / 28 * size * 1.6),) * 2)
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> None:
+    """Write a grid of images in [-1, 1] to a PNG file, one image pixel per file pixel times 2."""
+    grid = make_grid(images, nrow)
+    plt.imsave(str(path), grid.repeat_interleave(2, 0).repeat_interleave(2, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+
+
+def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) -> plt.Figure:
+    """Three panels over the 0-based index t: beta_t, alpha_bar_t (with sqrt(alpha_bar) dashed) and log-SNR."""
+    if not schedules:
+        raise ValueError("schedules must map at least one name to a NoiseSchedule")
+    fig, axes = plt.subplots(1, 3 if log_snr else 2, figsize=(13 if log_snr else 9, 3.4))
+    for name, s in schedules.items():
+        if not isinstance(s, NoiseSchedule):
+            raise TypeError(f"schedules[{name!r}] must be a NoiseSchedule, got {type(s).__name__}")
+        t = torch.arange(s.num_timesteps)
+        (line,) = axes[0].plot(t, s.betas.cpu(), label=name)
+        axes[1].plot(t, s.alpha_bar.cpu(), color=line.get_color(), label=rf"{name}: $\bar\alpha_t$")
+        axes[1].plot(t, s.sqrt_alpha_bar.cpu(), color=line.get_color(), ls="--", label=rf"{name}: $\sqrt{{\bar\alpha_t}}$")
+        if log_snr:
+            axes[2].plot(t, s.log_snr.cpu(), color=line.get_color(), label=name)
+    axes[0].set(title=r"$\beta_t$", xlabel="t (0-based)")
+    axes[1].set(title=r"signal kept: $\bar\alpha_t$ and $\sqrt{\bar\alpha_t}$", xlabel="t (0-based)")
+    if log_snr:
+        axes[2].set(title=r"log-SNR $=\log\frac{\bar\alpha_t}{1-\bar\alpha_t}$", xlabel="t (0-based)")
+        axes[2].axhline(0, color="gray", lw=0.5)
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def forward_strip(
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    timesteps: Sequence[int] = (0, 50, 100, 200, 400, 600, 800, 999),
+    generator: torch.Generator | None = None,
+) -> plt.Figure:
+    """Rows of images (one row per image in ``x0``) noised by q(x_t | x_0) at each of ``timesteps``, same noise per row."""
+    check_tensor("x0", x0, ndim=4, floating=True, finite=True)
+    timesteps = [check_int("timesteps[i]", t, min_value=0, max_value=schedule.num_timesteps - 1) for t in timesteps]
+    n, k = x0.shape[0], len(timesteps)
+    noise = torch.randn(x0.shape, generator=generator)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.25 * n), squeeze=False)
+    for r in range(n):
+        axes[r, 0].imshow(x0[r, 0].cpu(), cmap="gray", vmin=-1, vmax=1)
+        for c, t in enumerate(timesteps, start=1):
+            xt = schedule.q_sample(x0[r : r + 1].cpu(), torch.tensor([t]), noise[r : r + 1])
+            axes[r, c].imshow(xt[0, 0].clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
+            if r == 0:
+                axes[r, c].set_title(f"t={t}\n" + rf"$\sqrt{{\bar\alpha}}$={float(schedule.sqrt_alpha_bar[t]):.2f}",
+                                     fontsize=7)
+        if r == 0:
+            axes[r, 0].set_title("$x_0$", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(history: Sequence[float], smooth: int = 50, title: str = "training loss") -> plt.Figure:
+    """The per-step loss (light) and its moving average over ``smooth`` steps (dark), log scale."""
+    if len(history) == 0:
+        raise ValueError("history must hold at least one loss value, got an empty sequence")
+    check_int("smooth", smooth, min_value=1)
+    h = torch.tensor(list(history), dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(h, alpha=0.3, lw=0.7, label="per step")
+    if len(h) >= smooth:
+        avg = h.unfold(0, smooth, 1).mean(1)
+        ax.plot(torch.arange(smooth - 1, len(h)), avg, lw=1.5, label=f"mean of {smooth}")
+    ax.set(yscale="log", xlabel="step", ylabel="MSE", title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def reverse_animation(
+    trajectory: Sequence[tuple[int, torch.Tensor]],
+    nrow: int | None = None,
+    max_frames: int = 40,
+    interval: int = 120,
+) -> animation.FuncAnimation:
+    """Animate a sampler's trajectory (from ``sample(..., return_trajectory=True)``): noise to digits.
+
+    Show it inline with ``IPython.display.HTML(anim.to_jshtml())`` or save with
+    ``anim.save("reverse.gif", writer="pillow")``. At most ``max_frames`` frames are kept.
+    """
+    if not trajectory:
+        raise ValueError("trajectory must hold at least one (t, x_t) pair")
+    check_int("max_frames", max_frames, min_value=2)
+    step = max(1, (len(trajectory) + max_frames - 1) // max_frames)
+    frames = list(trajectory[::step])
+    if frames[-1] is not trajectory[-1]:
+        frames.append(trajectory[-1])
+    grids = [make_grid(x, nrow) for _, x in frames]
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.axis("off")
+    image = ax.imshow(grids[0], cmap="gray", vmin=0, vmax=1)
+    title = ax.set_title("")
+
+    def update(i: int):
+        image.set_data(grids[i])
+        t = frames[i][0]
+        title.set_text("clean" if t < 0 else f"t = {t}")
+        return image, title
+
+    anim = animation.FuncAnimation(fig, update, frames=len(frames), interval=interval, blit=False)
+    plt.close(fig)
+    return anim

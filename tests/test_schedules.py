@@ -1,0 +1,114 @@
+"""The maths of the forward process, checked against first principles and against diffusers."""
+
+import math
+
+import pytest
+import torch
+
+from ddpm_helpers.schedules import NoiseSchedule, make_betas
+
+SCHEDULES = ["linear", "cosine", "sigmoid"]
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("T", [1, 10, 300, 1000])
+def test_schedule_basic_properties(name, T):
+    s = NoiseSchedule.from_name(name, T)
+    assert s.betas.shape == (T,) and s.betas.dtype == torch.float32
+    assert bool(((s.betas > 0) & (s.betas < 1)).all())
+    assert bool((s.alpha_bar[1:] < s.alpha_bar[:-1]).all())  # signal only ever decays
+    ab = torch.cumprod(1 - make_betas(name, T), 0)  # float64 reference
+    assert torch.allclose(s.alpha_bar.double(), ab, rtol=1e-6)
+    assert float(s.posterior_variance[0]) == 0.0  # the last reverse step adds no noise
+    assert torch.allclose(s.snr.double(), ab / (1 - ab), rtol=1e-5)
+    assert torch.allclose(s.log_snr.double().exp(), ab / (1 - ab), rtol=1e-4)
+
+
+def test_linear_matches_the_seed_values():
+    s = NoiseSchedule.from_name("linear", 300)
+    assert math.isclose(float(s.betas[0]), 1e-4, rel_tol=1e-6)
+    assert math.isclose(float(s.betas[-1]), 0.02, rel_tol=1e-6)
+
+
+def test_cosine_matches_nichol_dhariwal_formula():
+    T, s_ = 1000, 0.008
+    s = NoiseSchedule.from_name("cosine", T)
+    f = lambda u: math.cos((u + s_) / (1 + s_) * math.pi / 2) ** 2  # noqa: E731
+    for t in [0, 10, 500, 900]:  # before the 0.999 cap bites, alpha_bar_t = f((t+1)/T) / f(0)
+        assert math.isclose(float(s.alpha_bar[t]), f((t + 1) / T) / f(0), rel_tol=1e-5)
+
+
+def test_schedule_moves_with_to():
+    s = NoiseSchedule.from_name("cosine", 10).to("meta")
+    assert s.alpha_bar.device.type == "meta" and s.posterior_variance.device.type == "meta"
+
+
+def test_q_sample_agrees_with_iterating_the_one_step_process():
+    """Closed form x_t = sqrt(ab) x0 + sqrt(1-ab) eps versus t+1 steps of q(x_t | x_{t-1}), Monte Carlo."""
+    s = NoiseSchedule.from_name("linear", 200)
+    gen = torch.Generator().manual_seed(0)
+    n = 40000
+    x0 = torch.full((n, 1), 0.7, dtype=torch.float64)
+    x = x0.clone()
+    for t in range(120):
+        beta = float(s.betas[t])
+        x = math.sqrt(1 - beta) * x + math.sqrt(beta) * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        if t in (0, 30, 119):
+            closed = s.q_sample(x0.float(), torch.full((n,), t), generator=gen).double()
+            se_mean = math.sqrt(float(x.var()) / n)
+            assert abs(float(x.mean()) - float(closed.mean())) < 5 * se_mean * math.sqrt(2)
+            ab = float(s.alpha_bar[t])
+            assert abs(float(x.mean()) - math.sqrt(ab) * 0.7) < 5 * se_mean
+            assert abs(float(x.var()) - (1 - ab)) < 0.03 * (1 - ab) + 1e-4
+            assert abs(float(closed.var()) - (1 - ab)) < 0.03 * (1 - ab) + 1e-4
+
+
+def test_posterior_matches_the_gaussian_product():
+    """q(x_{t-1} | x_t, x0) is proportional to q(x_t | x_{t-1}) q(x_{t-1} | x0): multiply the two Gaussians by hand."""
+    s = NoiseSchedule.from_name("cosine", 100)
+    betas = make_betas("cosine", 100)  # float64
+    ab = torch.cumprod(1 - betas, 0)
+    x0, xt = torch.randn(5, 1, 2, 2, dtype=torch.float64), torch.randn(5, 1, 2, 2, dtype=torch.float64)
+    for t in [1, 2, 50, 99]:
+        a_t, ab_prev = 1 - betas[t], ab[t - 1]
+        precision = a_t / betas[t] + 1 / (1 - ab_prev)
+        mean = (a_t.sqrt() / betas[t] * xt + ab_prev.sqrt() / (1 - ab_prev) * x0) / precision
+        got_mean, got_var = s.q_posterior_mean_variance(x0.float(), xt.float(), torch.full((5,), t))
+        assert torch.allclose(got_mean.double(), mean, atol=1e-5)
+        assert torch.allclose(got_var.double().flatten(), (1 / precision).expand(5), rtol=1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_parameterisations_round_trip(prediction):
+    s = NoiseSchedule.from_name("cosine", 1000)
+    x0, eps = torch.randn(6, 1, 4, 4, dtype=torch.float64).float(), torch.randn(6, 1, 4, 4)
+    t = torch.tensor([0, 1, 10, 500, 900, 998])
+    xt = s.q_sample(x0, t, eps)
+    x0_hat, eps_hat = s.to_x0_and_eps(s.target(x0, t, eps, prediction), xt, t, prediction)
+    assert torch.allclose(x0_hat, x0, atol=2e-3 if prediction == "eps" else 1e-4)
+    assert torch.allclose(eps_hat, eps, atol=2e-3 if prediction == "x0" else 1e-4)
+
+
+def test_steps_until_noise():
+    s = NoiseSchedule.from_name("linear", 1000)
+    t = s.steps_until_noise(0.05)
+    assert float(s.sqrt_alpha_bar[t]) < 0.05 <= float(s.sqrt_alpha_bar[t - 1])
+
+
+# ---- agreement with diffusers ----------------------------------------------------------------
+diffusers = pytest.importorskip("diffusers")
+DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2", "sigmoid": "sigmoid"}
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("T", [300, 1000])
+def test_schedule_matches_diffusers(name, T):
+    ref = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=DIFFUSERS_NAME[name])
+    s = NoiseSchedule.from_name(name, T)
+    assert torch.allclose(s.betas, ref.betas, atol=1e-5, rtol=0)
+    assert torch.allclose(s.alpha_bar, ref.alphas_cumprod, atol=1e-5, rtol=0)
+    x0, noise = torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)
+    t = torch.randint(0, T, (8,), generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(s.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), atol=1e-5, rtol=0)
+    ref_var = torch.stack([ref._get_variance(int(k)) for k in range(1, T)])
+    assert torch.allclose(s.posterior_variance[1:], ref_var, atol=1e-5, rtol=0)
