@@ -30,10 +30,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
-        description="tiny U-Net, 300 steps: checks the whole pipeline on a CPU in about a minute",
+        description="tiny U-Net, 200 steps: checks the whole pipeline on a CPU in about a minute",
         train=TrainConfig(
-            schedule="cosine", num_timesteps=200, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
-            attention_levels=(1,), dropout=0.0, steps=300, batch_size=32, lr=2e-3, warmup_steps=20,
+            schedule="cosine", num_timesteps=200, base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1,
+            attention_levels=(), dropout=0.0, steps=200, batch_size=32, lr=2e-3, warmup_steps=20,
             checkpoint_every=100, log_every=20, ema_decay=0.99,
         ),
         num_samples=64, sampler="ddim", sampler_steps=20, eval_samples=200, allow_subset=True,

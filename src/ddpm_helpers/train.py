@@ -80,7 +80,7 @@ class TrainConfig:
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
-    attention_levels: tuple[int, ...] = (2,)
+    attention_levels: tuple[int, ...] | None = None  # None = attention at the lowest resolution only
     dropout: float = 0.1
     class_conditional: bool = False     # learn p(x | digit) as well, for classifier-free guidance
     label_drop_prob: float = 0.1        # how often the label is hidden in training (the null class)
@@ -105,6 +105,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
+        if self.attention_levels is None:
+            self.attention_levels = (len(self.channel_mults) - 1,)
         self.attention_levels = tuple(self.attention_levels)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("prediction", self.prediction, PREDICTION_TYPES)
@@ -380,5 +382,5 @@ def library_versions() -> dict:
 
     import torchvision
 
-    return {"ddpm_helpers": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {"ddpm_helpers": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "numpy": str(np.__version__), "python": platform.python_version()}

@@ -114,7 +114,8 @@ class UNetConfig:
     base_channels: int = 32              # channels at full resolution
     channel_mults: tuple[int, ...] = (1, 2, 2)  # one entry per resolution: 28 -> 14 -> 7
     num_res_blocks: int = 2              # ResBlocks per resolution on the way down
-    attention_levels: tuple[int, ...] = (2,)     # which resolutions (indices into channel_mults) get attention
+    attention_levels: tuple[int, ...] | None = None  # resolutions (indices into channel_mults) with attention;
+    #                                                   None = only the lowest resolution
     dropout: float = 0.1
     num_classes: int | None = None       # e.g. 10 for class-conditional MNIST; label num_classes = "no label"
     groups: int = 8                      # GroupNorm groups
@@ -123,6 +124,8 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
+        if self.attention_levels is None:
+            self.attention_levels = (len(self.channel_mults) - 1,)
         self.attention_levels = tuple(self.attention_levels)
         check_int("in_channels", self.in_channels, min_value=1)
         check_int("base_channels", self.base_channels, min_value=1)

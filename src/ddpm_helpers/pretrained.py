@@ -1,0 +1,44 @@
+"""Pretrained denoisers shipped with the package, so later notebooks work without training first.
+
+Each is an EMA weight file in safetensors format (loading runs no code) plus a JSON card with its
+TrainConfig, the command that trained it, the machine, and its measured metrics. Made by
+``scripts/export_pretrained.py`` from a checkpoint of ``python -m ddpm_helpers train``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import torch
+
+from ._validate import check_choice
+from .schedules import NoiseSchedule
+from .train import TrainConfig
+from .unet import UNet
+
+
+def available() -> list[str]:
+    """Names of the shipped pretrained models."""
+    files = resources.files("ddpm_helpers.assets")
+    return sorted(p.name[len("pretrained_"):-len(".json")] for p in files.iterdir()
+                  if p.name.startswith("pretrained_") and p.name.endswith(".json"))
+
+
+def model_card(name: str) -> dict:
+    """The JSON card of a pretrained model: config, command, machine, metrics."""
+    check_choice("name", name, available())
+    return json.loads(resources.files("ddpm_helpers.assets").joinpath(f"pretrained_{name}.json").read_text())
+
+
+def load_pretrained(name: str = "mnist-cpu", device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule, TrainConfig]:
+    """(model in eval mode, its noise schedule, its TrainConfig) of a shipped pretrained model."""
+    from safetensors.torch import load_file
+
+    card = model_card(name)
+    config = TrainConfig.from_dict(card["config"])
+    model = UNet(config.unet_config())
+    with resources.as_file(resources.files("ddpm_helpers.assets").joinpath(card["weights"])) as path:
+        state = load_file(str(path))
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.to(device).eval(), config.make_schedule().to(device), config

@@ -1,0 +1,172 @@
+"""Training: the loss falls, resume is exact, NaNs are caught, bf16 works, the EMA follows the weights."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_helpers.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from ddpm_helpers.losses import diffusion_loss
+from ddpm_helpers.train import EMA, NonFiniteLossError, Trainer, TrainConfig
+from ddpm_helpers.unet import UNet
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(mnist_small):
+    torch.manual_seed(0)
+    images = mnist_small[0][:16]
+    model = UNet(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(), dropout=0.0)
+    from ddpm_helpers.schedules import NoiseSchedule
+
+    s = NoiseSchedule.from_name("cosine", 100)
+    t = torch.randint(0, 100, (16,))
+    noise = torch.randn_like(images)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    first = None
+    for _ in range(30):
+        loss = diffusion_loss(model, s, images, t=t, noise=noise)
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.6 * first
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_loss_targets_and_min_snr(prediction, mnist_small):
+    cfg = TrainConfig(prediction=prediction, min_snr_gamma=5.0, num_timesteps=50, base_channels=8,
+                      channel_mults=(1,), attention_levels=(), steps=3, batch_size=4, progress=False)
+    trainer = Trainer(cfg, mnist_small[0][:32], device="cpu")
+    history = trainer.fit()
+    assert len(history) == 3 and all(math.isfinite(h) for h in history)
+
+
+def test_resume_from_mid_run_checkpoint_is_identical(tmp_path, mnist_small, tiny_config):
+    images, labels = mnist_small
+    full = Trainer(tiny_config, images, out_dir=tmp_path / "a", device="cpu")
+    full.fit()
+    # same run, but "interrupted" after step 10: drop the later checkpoint and resume from step 10
+    part = Trainer(tiny_config, images, out_dir=tmp_path / "b", device="cpu")
+    part.fit(10)
+    resumed = Trainer(tiny_config, images, out_dir=tmp_path / "b", device="cpu")
+    assert resumed.step == 10
+    resumed.fit()
+    assert resumed.history == full.history  # exactly, float for float
+    for a, b in zip(full.ema_model.parameters(), resumed.ema_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_resume_with_another_config_names_the_mismatch(tmp_path, mnist_small, tiny_config):
+    Trainer(tiny_config, mnist_small[0], out_dir=tmp_path, device="cpu").fit(10)
+    other = TrainConfig(**{**tiny_config.to_dict(), "lr": 5e-4, "base_channels": 16})
+    with pytest.raises(CheckpointError, match="base_channels: checkpoint has 8, now 16.*lr"):
+        Trainer(other, mnist_small[0], out_dir=tmp_path, device="cpu")
+    longer = TrainConfig(**{**tiny_config.to_dict(), "steps": 30})  # more steps is a valid resumption
+    assert Trainer(longer, mnist_small[0], out_dir=tmp_path, device="cpu").step == 10
+
+
+def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path, mnist_small, tiny_config):
+    Trainer(tiny_config, mnist_small[0], out_dir=tmp_path, device="cpu").fit(20)
+    paths = list_checkpoints(tmp_path)
+    assert [p.name for p in paths] == ["ckpt_00000010.pt", "ckpt_00000020.pt"]
+    data = paths[-1].read_bytes()
+    paths[-1].write_bytes(data[: len(data) // 2])  # truncated, as by a full disk
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_checkpoint(paths[-1])
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+        resumed = Trainer(tiny_config, mnist_small[0], out_dir=tmp_path, device="cpu")
+    assert resumed.step == 10 and paths[-1].exists() and paths[0].exists()
+
+
+def test_keep_last_k_checkpoints(tmp_path, mnist_small, tiny_config):
+    cfg = TrainConfig(**{**tiny_config.to_dict(), "checkpoint_every": 2, "keep_last": 3, "steps": 10})
+    Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu").fit()
+    assert [p.name for p in list_checkpoints(tmp_path)] == [f"ckpt_{s:08d}.pt" for s in (6, 8, 10)]
+    state = load_checkpoint(list_checkpoints(tmp_path)[-1])
+    assert state["format_version"] == 1 and state["config"]["steps"] == 10 and "torch" in state["versions"]
+
+
+def test_nan_is_detected_with_the_step_and_can_be_skipped(mnist_small, tiny_config):
+    images = mnist_small[0][:32]
+    trainer = Trainer(tiny_config, images, device="cpu")
+    trainer.fit(3)
+    with torch.no_grad():
+        trainer.model.conv_out.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="at step 3"):
+        trainer.train_step()
+    cfg = TrainConfig(**{**tiny_config.to_dict(), "on_nan": "skip"})
+    trainer = Trainer(cfg, images, device="cpu")
+    with torch.no_grad():
+        trainer.model.conv_out.bias.fill_(float("nan"))
+    with pytest.warns(UserWarning, match="skipping this update"):
+        trainer.fit(2)
+    assert trainer.skipped_steps == [0, 1]
+
+
+def test_default_recipe_trains_without_nan_under_bf16_autocast(mnist_small):
+    from ddpm_helpers.presets import get_preset
+
+    cfg = get_preset("gpu", base_channels=16, steps=6, batch_size=8, amp="bf16", progress=False).train
+    trainer = Trainer(cfg, mnist_small[0][:64], device="cpu")
+    assert trainer.use_bf16
+    history = trainer.fit()
+    assert all(math.isfinite(h) for h in history)
+
+
+def test_ema_moves_towards_the_weights():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = ema.model.weight.clone()
+    ema.update(model, step=1000)
+    assert torch.allclose(ema.model.weight, before + 0.5)
+
+
+SCRIPT = """
+import json, sys, torch
+from ddpm_helpers.data import load_mnist
+from ddpm_helpers.train import Trainer, TrainConfig
+torch.set_num_threads(1)
+cfg = TrainConfig(num_timesteps=50, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
+                  steps=int(sys.argv[2]), batch_size=8, warmup_steps=2, checkpoint_every=5, keep_last=2,
+                  progress=False)
+images, _ = load_mnist("train", limit=256, download=False)
+trainer = Trainer(cfg, images, out_dir=sys.argv[1], device="cpu")
+trainer.fit()
+print(json.dumps(trainer.history))
+"""
+
+
+def _run(out_dir, steps):
+    return subprocess.run([sys.executable, "-c", SCRIPT, str(out_dir), str(steps)], capture_output=True, text=True,
+                          timeout=300, env=os.environ.copy())
+
+
+def test_killed_training_subprocess_resumes_to_the_identical_result(tmp_path):
+    steps = 200
+    reference = _run(tmp_path / "reference", steps)
+    assert reference.returncode == 0, reference.stderr
+    expected = json.loads(reference.stdout.strip().splitlines()[-1])
+
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(run_dir), str(steps)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(p.name >= "ckpt_00000020.pt" for p in list_checkpoints(run_dir)):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up, like a Colab disconnect
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    step_at_kill = int(list_checkpoints(run_dir)[-1].name[5:13])
+    assert 20 <= step_at_kill < steps
+
+    resumed = _run(run_dir, steps)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected

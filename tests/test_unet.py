@@ -1,0 +1,67 @@
+"""The U-Net: shapes for several sizes, clear errors, conditioning, and the seed network's receptive field."""
+
+import pytest
+import torch
+
+from ddpm_helpers.unet import SimpleUNet, UNet, UNetConfig, count_parameters, receptive_field, sinusoidal_embedding
+
+
+@pytest.mark.parametrize("mults,size", [((1, 2, 2), 28), ((1, 2, 2), 32), ((1, 2), 14), ((1, 2), 30), ((1,), 9),
+                                        ((1, 2, 2, 2), 16)])
+def test_output_shape_matches_input(mults, size):
+    model = UNet(base_channels=8, channel_mults=mults, num_res_blocks=1, attention_levels=(len(mults) - 1,))
+    x = torch.randn(2, 1, size, size + model.downsample_factor)
+    assert model(x, torch.tensor([0, 7])).shape == x.shape
+
+
+def test_bad_size_gives_clear_error():
+    model = UNet(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(torch.randn(1, 1, 30, 30), torch.tensor([1]))
+
+
+def test_class_conditional_model_uses_labels_and_null_class():
+    torch.manual_seed(0)
+    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=10).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([5, 5])
+    out_3 = model(x, t, torch.tensor([3, 3]))
+    out_7 = model(x, t, torch.tensor([7, 7]))
+    out_null = model(x, t, torch.tensor([10, 10]))
+    assert not torch.allclose(out_3, out_7)
+    assert torch.allclose(model(x, t), out_null)  # no label = the null class
+    with pytest.raises(ValueError, match="y must hold"):
+        model(x, t, torch.tensor([11, 0]))
+
+
+def test_fresh_unet_predicts_zero_and_counts_parameters():
+    model = UNet()  # zero-initialised output layer: the untrained model predicts eps = 0
+    assert torch.equal(model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2])), torch.zeros(2, 1, 28, 28))
+    assert 1_000_000 < count_parameters(model) < 3_000_000
+    assert UNetConfig().to_dict()["channel_mults"] == (1, 2, 2)
+
+
+def test_sinusoidal_embedding_properties():
+    e = sinusoidal_embedding(torch.arange(1000), 64)
+    assert e.shape == (1000, 64)
+    assert torch.allclose(e[:, :32] ** 2 + e[:, 32:] ** 2, torch.ones(1000, 32), atol=1e-5)  # sin^2 + cos^2 = 1
+    assert torch.equal(e[0, :32], torch.zeros(32))
+    # nearby steps are similar, distant ones are not
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(e[500:501], e[501:502]) > cos(e[500:501], e[900:901])
+
+
+def test_receptive_fields():
+    """The seed's SimpleUNet sees a 9x9 patch (four 3x3 convs); the U-Net sees the whole 28x28 digit."""
+    simple = receptive_field(SimpleUNet(num_timesteps=300))
+    assert int(simple.sum()) == 81
+    rows, cols = simple.nonzero().T
+    assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (10, 18, 10, 18)
+    assert bool(receptive_field(UNet(base_channels=8)).all())
+
+
+def test_simple_unet_accepts_other_sizes():
+    model = SimpleUNet(num_timesteps=300)
+    assert model(torch.randn(3, 1, 20, 24), torch.tensor([1, 2, 3])).shape == (3, 1, 20, 24)
