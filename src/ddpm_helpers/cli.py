@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -104,6 +105,12 @@ def _load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def cmd_train(args) -> int:
     preset = get_preset(args.preset, **_parse_overrides(args.set))
+    for name in ("num_samples", "eval_samples", "steps", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.num_samples is not None or args.eval_samples is not None:
+        preset = replace(preset, num_samples=args.num_samples or preset.num_samples,
+                         eval_samples=args.eval_samples or preset.eval_samples)
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}.items()
                  if v is not None}
     config = TrainConfig.from_dict({**preset.train.to_dict(), **overrides, "progress": not args.quiet})
@@ -112,6 +119,12 @@ def cmd_train(args) -> int:
     seed_everything(config.seed)
     images, labels = load_mnist("train", args.data_dir, allow_subset=preset.allow_subset and not args.no_subset,
                                 limit=preset.data_limit)
+    if args.restart and list_checkpoints(out):  # keep the old run, out of the way of the new one
+        backup = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+        backup.mkdir(parents=True)
+        for path in list_checkpoints(out):
+            path.rename(backup / path.name)
+        print(f"--restart: moved the earlier checkpoints to {backup}")
     trainer = Trainer(config, images, labels, out_dir=out, device=device, resume=not args.restart)
     _write_json(out / "config.json", {"preset": preset.name, "train": config.to_dict(), "device": str(device),
                                       "command": " ".join(sys.argv), "versions": library_versions(),
@@ -189,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any TrainConfig field")
+    p.add_argument("--num-samples", type=int, help="images drawn for samples.png / samples.pt after training")
+    p.add_argument("--eval-samples", type=int, help="images scored for metrics.json after training")
     p.add_argument("--restart", action="store_true", help="ignore checkpoints already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

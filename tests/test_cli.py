@@ -1,0 +1,103 @@
+"""The command line: the smoke preset end to end, sample and evaluate, and clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ddpm_helpers import cli
+from ddpm_helpers.checkpoint import list_checkpoints
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "ddpm_helpers", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
+    """The README's main command, as written (only --out added): must finish in a few minutes on 2 CPU cores."""
+    out = tmp_path / "smoke"
+    start = time.time()
+    result = run_cli("train", "--preset", "smoke", "--out", str(out), "--quiet")
+    seconds = time.time() - start
+    assert result.returncode == 0, result.stderr
+    assert seconds < 300, f"smoke preset took {seconds:.0f} s"
+    for name in ("samples.png", "samples.pt", "metrics.json", "config.json", "loss.png"):
+        assert (out / name).is_file(), name
+    assert [p.name for p in list_checkpoints(out)] == ["ckpt_00000100.pt", "ckpt_00000200.pt"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 200 and metrics["num_samples"] == 200
+    assert metrics["frechet_distance_floor"] > 0 and len(metrics["class_histogram"]) == 10
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["base_channels"] == 16 and "torch" in config["versions"]
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert samples.shape == (64, 1, 28, 28) and samples.min() >= -1 and samples.max() <= 1
+
+    # sample from the run, then score the tensor file with `evaluate`
+    result = run_cli("sample", "--run", str(out), "--num", "20", "--steps", "5", "--out", str(tmp_path / "s"))
+    assert result.returncode == 0, result.stderr
+    images = torch.load(tmp_path / "s" / "samples.pt", weights_only=True)
+    assert images.shape == (20, 1, 28, 28)
+    result = run_cli("evaluate", "--samples", str(tmp_path / "s" / "samples.pt"))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert scores["num_samples"] == 20 and "kid" in scores and "versions" in scores
+
+
+def test_unknown_preset_and_flag_are_clear():
+    result = run_cli("train", "--preset", "huge")
+    assert result.returncode == 2 and "invalid choice: 'huge'" in result.stderr and "'smoke'" in result.stderr
+    result = run_cli("train", "--epochs", "3")
+    assert result.returncode == 2 and "unrecognized arguments: --epochs 3" in result.stderr
+    result = run_cli("train", "--set", "epochs=3")
+    assert result.returncode == 2 and "unknown TrainConfig setting(s) ['epochs']" in result.stderr
+
+
+def test_unwritable_output_folder_is_clear(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_cli("train", "--preset", "smoke", "--out", str(blocker / "run"), "--steps", "1")
+    assert result.returncode == 2 and "is not writable" in result.stderr
+
+
+def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path, data_dir):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ddpm_helpers", "train", "--preset", "smoke", "--out", str(out),
+                             "--steps", "100000", "--set", "checkpoint_every=100000", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "config.json").exists():
+        time.sleep(0.1)
+    time.sleep(3)  # a few training steps
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "checkpoint saved" in stdout and "stopped by the user" in stderr
+    saved = list_checkpoints(out)
+    assert len(saved) == 1 and int(saved[0].name[5:13]) > 0
+
+
+def test_out_of_memory_suggests_a_smaller_batch(monkeypatch, capsys, tmp_path):
+    def boom(self, steps=None):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cli.Trainer, "fit", boom)
+    code = cli.main(["train", "--preset", "smoke", "--out", str(tmp_path), "--steps", "1", "--quiet"])
+    assert code == 1 and "--batch-size" in capsys.readouterr().err
+
+
+def test_restart_keeps_the_earlier_run(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("train", "--preset", "smoke", "--out", str(out), "--steps", "2", "--set", "checkpoint_every=1",
+                   "--eval-samples", "20", "--num-samples", "4", "--quiet").returncode == 0
+    result = run_cli("train", "--preset", "smoke", "--out", str(out), "--steps", "1", "--restart",
+                     "--eval-samples", "20", "--num-samples", "4", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in list_checkpoints(out)] == ["ckpt_00000001.pt"]
+    backups = list(out.glob("previous-*"))
+    assert len(backups) == 1 and len(list(backups[0].glob("ckpt_*.pt"))) == 2

@@ -1,0 +1,134 @@
+"""Bad input gets a clear error: the right exception type, naming the parameter and what is accepted.
+
+One table, one row per bad call: (id, callable, exception type, regex the message must match).
+"""
+
+import math
+
+import pytest
+import torch
+
+from ddpm_helpers import metrics, viz
+from ddpm_helpers.checkpoint import load_checkpoint
+from ddpm_helpers.data import load_mnist
+from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
+from ddpm_helpers.presets import get_preset
+from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, sample
+from ddpm_helpers.schedules import NoiseSchedule, make_betas
+from ddpm_helpers.train import EMA, Trainer, TrainConfig, seed_everything, select_device
+from ddpm_helpers.unet import SimpleUNet, UNet, UNetConfig, sinusoidal_embedding
+
+S = NoiseSchedule.from_name("linear", 10)
+X = torch.zeros(2, 1, 4, 4)
+T2 = torch.tensor([0, 1])
+NET = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
+COND = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=10)
+NAN = torch.full((2, 1, 4, 4), math.nan)
+TINY = TrainConfig(num_timesteps=10, base_channels=8, channel_mults=(1,), steps=1, batch_size=2, progress=False)
+IMG = torch.zeros(4, 1, 28, 28)
+
+CASES = [
+    # schedules
+    ("unknown schedule", lambda: make_betas("quadratic", 10), ValueError, "schedule must be one of 'linear'"),
+    ("T = 0", lambda: make_betas("linear", 0), ValueError, r"num_timesteps must be an integer in \[1, inf\], got 0"),
+    ("T float", lambda: make_betas("linear", 10.5), TypeError, "num_timesteps must be an integer"),
+    ("T bool", lambda: NoiseSchedule.from_name("linear", True), TypeError, "num_timesteps must be an integer"),
+    ("betas >= 1", lambda: NoiseSchedule(torch.tensor([0.5, 1.0])), ValueError, r"strictly inside \(0, 1\)"),
+    ("betas <= 0", lambda: NoiseSchedule(torch.tensor([0.0, 0.1])), ValueError, r"strictly inside \(0, 1\)"),
+    ("betas empty", lambda: NoiseSchedule(torch.tensor([])), ValueError, "at least one value"),
+    ("betas 2-D", lambda: NoiseSchedule(torch.full((2, 2), 0.1)), ValueError, "betas must have 1 dimensions"),
+    ("betas list", lambda: NoiseSchedule([0.1, 0.2]), TypeError, "betas must be a torch.Tensor"),
+    ("betas NaN", lambda: NoiseSchedule(torch.tensor([0.1, math.nan])), ValueError, "NaN or Inf"),
+    ("bad schedule option", lambda: make_betas("cosine", 10, beta_start=0.1), TypeError, "does not take"),
+    ("t too large", lambda: S.q_sample(X, torch.tensor([0, 10])), ValueError, r"t must hold 0-based .* \[0, 9\]"),
+    ("t negative", lambda: S.q_sample(X, torch.tensor([-1, 0])), ValueError, r"\[0, 9\].*got values in \[-1, 0\]"),
+    ("t float", lambda: S.q_sample(X, torch.tensor([0.5, 1.0])), TypeError, "t must have an integer dtype"),
+    ("t wrong count", lambda: S.q_sample(X, torch.tensor([0, 1, 2])), ValueError, "t must have 1 or 2 entries"),
+    ("x0 NaN", lambda: S.q_sample(NAN, T2), ValueError, "x0 contains 32 NaN"),
+    ("x0 integer", lambda: S.q_sample(torch.zeros(2, 1, 4, 4, dtype=torch.long), T2), TypeError, "x0 must have a floating"),
+    ("x0 1-D", lambda: S.q_sample(torch.zeros(4), T2), ValueError, "x0 must have 2 or 3 or 4 or 5 dimensions"),
+    ("noise shape", lambda: S.q_sample(X, T2, torch.zeros(2, 1, 4, 5)), ValueError, "noise must have the shape of x0"),
+    ("prediction name", lambda: S.target(X, T2, X, "score"), ValueError, "prediction must be one of 'eps', 'x0', 'v'"),
+    ("output shape", lambda: S.to_x0_and_eps(torch.zeros(2, 1, 4, 5), X, T2), ValueError, "model_output must have"),
+    ("threshold", lambda: S.steps_until_noise(0.0), ValueError, r"threshold must be a finite number in \(0.0, 1.0\]"),
+    # networks
+    ("image size", lambda: NET(torch.zeros(1, 1, 27, 28), torch.tensor([0])), ValueError, "divisible by 2"),
+    ("channels", lambda: NET(torch.zeros(1, 3, 28, 28), torch.tensor([0])), ValueError, "x must have 1 channel"),
+    ("x 3-D", lambda: NET(torch.zeros(1, 28, 28), torch.tensor([0])), ValueError, "x must have 4 dimensions"),
+    ("t not tensor", lambda: NET(torch.zeros(1, 1, 28, 28), 5), TypeError, "t must be a tensor"),
+    ("labels to uncond", lambda: NET(IMG, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)),
+     ValueError, "num_classes=None"),
+    ("label 11", lambda: COND(IMG[:1], torch.tensor([0]), torch.tensor([11])), ValueError, r"y must hold .* \[0, 10\]"),
+    ("mults empty", lambda: UNetConfig(channel_mults=()), ValueError, "channel_mults must be a non-empty tuple"),
+    ("attention level", lambda: UNetConfig(channel_mults=(1, 2), attention_levels=(2,)), ValueError,
+     r"attention_levels must hold indices in \[0, 1\]"),
+    ("dropout 1", lambda: UNetConfig(dropout=1.0), ValueError, r"dropout must be a finite number in \[0.0, 1.0\)"),
+    ("odd embedding", lambda: sinusoidal_embedding(torch.arange(3), 7), ValueError, "dim must be even"),
+    ("simple T", lambda: SimpleUNet(num_timesteps=0), ValueError, "num_timesteps must be an integer"),
+    # losses
+    ("loss prediction", lambda: diffusion_loss(NET, S, IMG, prediction="noise"), ValueError, "prediction must be one of"),
+    ("loss labels uncond", lambda: diffusion_loss(NET, S, IMG, torch.zeros(4, dtype=torch.long)), ValueError,
+     "the model has no num_classes"),
+    ("loss t range", lambda: diffusion_loss(NET, S, IMG, t=torch.full((4,), 10)), ValueError, r"\[0, 9\]"),
+    ("loss x0 NaN", lambda: diffusion_loss(NET, S, torch.full((4, 1, 28, 28), math.nan)), ValueError, "NaN or Inf"),
+    ("min snr gamma", lambda: min_snr_weight(S, T2, 0.0), ValueError, r"gamma must be a finite number in \(0.0, inf\]"),
+    ("drop prob", lambda: drop_labels(torch.zeros(3, dtype=torch.long), 10, 1.5), ValueError, r"p must be .* \[0.0, 1.0\]"),
+    # samplers
+    ("sampler method", lambda: sample(NET, S, 2, method="euler"), ValueError, "method must be one of 'ddpm', 'ddim'"),
+    ("ddim steps > T", lambda: sample(NET, S, 2, method="ddim", steps=11), ValueError, r"steps must be an integer in \[1, 10\]"),
+    ("ddpm steps", lambda: sample(NET, S, 2, method="ddpm", steps=5), ValueError, "steps must be None or T=10"),
+    ("guidance < 0", lambda: sample(COND, S, 2, y=torch.tensor([1, 2]), guidance_scale=-1.0), ValueError,
+     r"guidance_scale must be a finite number in \[0.0, inf\]"),
+    ("guidance NaN", lambda: sample(COND, S, 2, guidance_scale=math.nan), ValueError, "guidance_scale must be a finite"),
+    ("num_samples 0", lambda: sample(NET, S, 0), ValueError, r"num_samples must be an integer in \[1, inf\]"),
+    ("sigma name", lambda: sample(NET, S, 1, sigma="small"), ValueError, "sigma must be one of 'beta_tilde', 'beta'"),
+    ("eta negative", lambda: sample(NET, S, 1, method="ddim", eta=-0.1), ValueError, "eta must be a finite number"),
+    ("y count", lambda: sample(COND, S, 2, y=torch.tensor([1])), ValueError, r"y must hold one label per sample \(2\)"),
+    ("y on uncond", lambda: sample(NET, S, 2, y=torch.tensor([1, 2])), ValueError, "the model is unconditional"),
+    ("image_shape", lambda: sample(NET, S, 1, image_shape=(28, 28)), ValueError, r"image_shape must be \(C, H, W\)"),
+    ("ddpm_step t", lambda: ddpm_step(S, X, 10, X), ValueError, r"t must be an integer in \[0, 9\]"),
+    ("ddim_step t_prev", lambda: ddim_step(S, X, 3, 3, X), ValueError, r"t_prev must be an integer in \[-1, 2\]"),
+    ("ddim_timesteps 0", lambda: ddim_timesteps(10, 0), ValueError, r"steps must be an integer in \[1, 10\]"),
+    # data
+    ("split", lambda: load_mnist("validation"), ValueError, "split must be one of 'train', 'test'"),
+    ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),
+    # training
+    ("config schedule", lambda: TrainConfig(schedule="cos"), ValueError, "schedule must be one of"),
+    ("config lr", lambda: TrainConfig(lr=0.0), ValueError, r"lr must be a finite number in \(0.0, inf\]"),
+    ("config batch", lambda: TrainConfig(batch_size=0), ValueError, r"batch_size must be an integer in \[1, inf\]"),
+    ("config ema", lambda: TrainConfig(ema_decay=1.0), ValueError, r"ema_decay must be .* \[0.0, 1.0\)"),
+    ("config amp", lambda: TrainConfig(amp="fp16"), ValueError, "amp must be one of 'auto', 'bf16', 'off'"),
+    ("config on_nan", lambda: TrainConfig(on_nan="ignore"), ValueError, "on_nan must be one of 'raise', 'skip'"),
+    ("config unknown key", lambda: TrainConfig.from_dict({"epochs": 3}), ValueError, r"unknown TrainConfig setting\(s\) \['epochs'\]"),
+    ("trainer config type", lambda: Trainer({"steps": 1}, IMG), TypeError, "config must be a TrainConfig"),
+    ("trainer images", lambda: Trainer(TINY, torch.zeros(4, 28, 28)), ValueError, "images must have 4 dimensions"),
+    ("trainer labels", lambda: Trainer(TrainConfig(**{**TINY.to_dict(), "class_conditional": True}), IMG), ValueError,
+     "labels are required"),
+    ("device name", lambda: select_device("tpu"), ValueError, "device must be one of 'auto', 'cuda', 'mps', 'cpu'"),
+    ("seed negative", lambda: seed_everything(-1), ValueError, "seed must be an integer"),
+    ("ema decay", lambda: EMA(torch.nn.Linear(1, 1), 1.5), ValueError, "decay must be"),
+    ("preset name", lambda: get_preset("tpu"), ValueError, "preset must be one of 'smoke', 'cpu', 'gpu'"),
+    ("checkpoint missing", lambda: load_checkpoint("/nonexistent/ckpt.pt"), FileNotFoundError, "checkpoint not found"),
+    # metrics and pictures
+    ("fd one row", lambda: metrics.frechet_distance(torch.zeros(1, 4), torch.zeros(5, 4)), ValueError, "at least 2 rows"),
+    ("fd widths", lambda: metrics.frechet_distance(torch.randn(5, 4), torch.randn(5, 3)), ValueError, "same width"),
+    ("kid subsets", lambda: metrics.kernel_inception_distance(torch.randn(5, 4), torch.randn(5, 4), 0), ValueError,
+     r"subsets must be an integer in \[1, inf\]"),
+    ("eval shape", lambda: metrics.evaluate_samples(torch.zeros(4, 1, 32, 32)), ValueError, r"\(N, 1, 28, 28\)"),
+    ("eval labels", lambda: metrics.evaluate_samples(IMG, torch.zeros(3, dtype=torch.long)), ValueError,
+     r"labels must hold one label per sample \(4\)"),
+    ("grid empty", lambda: viz.make_grid(torch.zeros(0, 1, 4, 4)), ValueError, "at least one image"),
+    ("strip t", lambda: viz.forward_strip(S, IMG[:1], timesteps=(0, 10)), ValueError, r"timesteps\[i\] must be .* \[0, 9\]"),
+    ("loss empty", lambda: viz.plot_loss([]), ValueError, "history must hold at least one"),
+]
+
+
+def test_table_is_large_enough():
+    assert len(CASES) >= 40
+    assert len({case[0] for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("name,call,error,pattern", CASES, ids=[case[0] for case in CASES])
+def test_bad_input_raises_clear_error(name, call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
