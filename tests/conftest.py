@@ -4,17 +4,9 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-# Tests and the notebooks they execute (kernels inherit this environment) read the offline copy.
-if "DDPM_DATA_DIR" not in os.environ and (SHARED_DATA / "MNIST" / "raw").is_dir():
-    os.environ["DDPM_DATA_DIR"] = str(SHARED_DATA)
-os.environ.setdefault("DDPM_SMOKE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # diffusers must not look for a hub
+# The environment (DDPM_DATA_DIR, DDPM_SMOKE, ...) is set in the repository's top-level conftest.py,
+# so that it also reaches the notebook kernels that nbval starts.
 
 
 @pytest.fixture(scope="session")

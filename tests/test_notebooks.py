@@ -1,0 +1,47 @@
+"""Notebook hygiene: stored without outputs, numbered contiguously, the shared conventions in place.
+
+(The notebooks themselves are executed by nbval in smoke mode: see the README's test command.)
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def test_there_are_notebooks_numbered_contiguously():
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers and numbers == list(range(len(numbers)))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_stored_without_outputs(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs", []) == [], f"{path.name}: a code cell holds outputs"
+            assert cell.get("execution_count") is None, f"{path.name}: a code cell holds an execution count"
+    assert "widgets" not in nb.get("metadata", {}), f"{path.name}: widget state is stored"
+    assert "colab" not in nb.get("metadata", {}), f"{path.name}: Colab metadata is stored"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_badge_setup_and_parameters_follow_the_configured_repository(path):
+    from set_repository import expected_badge, expected_install
+
+    nb = json.loads(path.read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"]]
+    assert expected_badge(path.name) in cells[0], f"{path.name}: badge does not match ddpm_helpers.course"
+    assert cells[0].count("colab.research.google.com/github/") == 1
+    assert any(expected_install() in src and '"google.colab" in sys.modules' in src for src in cells[:3])
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and 'os.environ.get("DDPM_SMOKE") == "1"' in "".join(tagged[0]["source"])
+    text = "\n".join(cells)
+    assert re.search(r"#+ *Summary", text) and re.search(r"#+ *Exercises", text), f"{path.name}: summary/exercises"
+    assert "assert " in text
