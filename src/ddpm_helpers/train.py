@@ -82,6 +82,7 @@ class TrainConfig:
     num_res_blocks: int = 2
     attention_levels: tuple[int, ...] | None = None  # None = attention at the lowest resolution only
     dropout: float = 0.1
+    pixel_unshuffle: int = 1            # 2 = work on 14x14x4 instead of 28x28x1 (about 4x faster on a CPU)
     class_conditional: bool = False     # learn p(x | digit) as well, for classifier-free guidance
     label_drop_prob: float = 0.1        # how often the label is hidden in training (the null class)
     # optimisation
@@ -144,7 +145,7 @@ class TrainConfig:
     def unet_config(self) -> UNetConfig:
         return UNetConfig(
             base_channels=self.base_channels, channel_mults=self.channel_mults, num_res_blocks=self.num_res_blocks,
-            attention_levels=self.attention_levels, dropout=self.dropout,
+            attention_levels=self.attention_levels, dropout=self.dropout, pixel_unshuffle=self.pixel_unshuffle,
             num_classes=10 if self.class_conditional else None,
         )
 
@@ -216,8 +217,8 @@ class Trainer:
         self.schedule = config.make_schedule().to(self.device)
         seed_everything(config.seed)
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
-        if self.images.shape[-1] % getattr(self.model, "downsample_factor", 1):
-            self.model.check_input(self.images[:1], torch.zeros(1, dtype=torch.long))
+        if hasattr(self.model, "check_input"):  # image size vs the U-Net's down-sampling, before any training
+            self.model.check_input(self.images[:1], torch.zeros(1, dtype=torch.long, device=self.device))
         self.ema = EMA(self.model, config.ema_decay)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
