@@ -43,6 +43,14 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr
     images = torch.load(tmp_path / "s" / "samples.pt", weights_only=True)
     assert images.shape == (20, 1, 28, 28)
+    # the same seed gives the same samples in a new process; another seed does not
+    assert run_cli("sample", "--run", str(out), "--num", "20", "--steps", "5", "--out", str(tmp_path / "s2")).returncode == 0
+    assert torch.equal(torch.load(tmp_path / "s2" / "samples.pt", weights_only=True), images)
+    assert run_cli("sample", "--run", str(out), "--num", "20", "--steps", "5", "--seed", "1",
+                   "--out", str(tmp_path / "s3")).returncode == 0
+    assert not torch.equal(torch.load(tmp_path / "s3" / "samples.pt", weights_only=True), images)
+    recorded = json.loads((tmp_path / "s" / "sample_config.json").read_text())
+    assert recorded["seed"] == 0 and recorded["steps"] == 5 and "torch" in recorded["versions"]
     result = run_cli("evaluate", "--samples", str(tmp_path / "s" / "samples.pt"))
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "s" / "metrics.json").read_text())
@@ -65,7 +73,8 @@ def test_unwritable_output_folder_is_clear(tmp_path):
     assert result.returncode == 2 and "is not writable" in result.stderr
 
 
-def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path, data_dir):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_saves_a_checkpoint_then_exits(tmp_path, data_dir, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_helpers", "train", "--preset", "smoke", "--out", str(out),
                              "--steps", "100000", "--set", "checkpoint_every=100000", "--quiet"],
@@ -74,7 +83,7 @@ def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path, data_dir):
     while time.time() < deadline and not (out / "config.json").exists():
         time.sleep(0.1)
     time.sleep(3)  # a few training steps
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)  # Ctrl-C, or SIGTERM as sent by Colab and job schedulers
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "checkpoint saved" in stdout and "stopped by the user" in stderr
