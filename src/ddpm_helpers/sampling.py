@@ -152,7 +152,7 @@ def sample(
     trajectory_every: int = 1,
     progress: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
-    """Draw ``num_samples`` images in [-1, 1] of shape (N, *image_shape).
+    """Draw ``num_samples`` images in [-1, 1] of shape (N, *image_shape) (not clamped when ``clip_x0=False``).
 
     ``method="ddpm"`` runs all T ancestral steps (``steps`` must be None or T); ``"ddim"`` runs
     ``steps`` (default 50, at most T) with noise level ``eta``. With ``return_trajectory``, also
@@ -213,5 +213,6 @@ def sample(
                 trajectory.append((t_prev, x.cpu()))
     finally:
         model.train(was_training)
-    x = x.clamp(-1, 1)  # the seed showed unclamped outputs; pixels live in [-1, 1]
+    if clip_x0:  # images: pixels live in [-1, 1] (the seed showed unclamped outputs); other data is left alone
+        x = x.clamp(-1, 1)
     return (x, trajectory) if return_trajectory else x

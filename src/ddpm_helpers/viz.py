@@ -87,7 +87,7 @@ def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) ->
         axes[1].plot(t, s.sqrt_alpha_bar.cpu(), color=line.get_color(), ls="--", label=rf"{name}: $\sqrt{{\bar\alpha_t}}$")
         if log_snr:
             axes[2].plot(t, s.log_snr.cpu(), color=line.get_color(), label=name)
-    axes[0].set(title=r"$\beta_t$", xlabel="t (0-based)")
+    axes[0].set(title=r"$\beta_t$ (log scale)", xlabel="t (0-based)", yscale="log")
     axes[1].set(title=r"signal kept: $\bar\alpha_t$ and $\sqrt{\bar\alpha_t}$", xlabel="t (0-based)")
     if log_snr:
         axes[2].set(title=r"log-SNR $=\log\frac{\bar\alpha_t}{1-\bar\alpha_t}$", xlabel="t (0-based)")
