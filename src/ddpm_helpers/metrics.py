@@ -109,7 +109,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"features_a and features_b must have the same width, got {a.shape[1]} and {b.shape[1]}")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    cov_a, cov_b = torch.atleast_2d(torch.cov(a.T)), torch.atleast_2d(torch.cov(b.T))  # one feature: 0-D
     eig = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0)
     return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * eig.sqrt().sum())
 
