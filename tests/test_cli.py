@@ -78,11 +78,11 @@ def test_interrupt_saves_a_checkpoint_then_exits(tmp_path, data_dir, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_helpers", "train", "--preset", "smoke", "--out", str(out),
                              "--steps", "100000", "--set", "checkpoint_every=100000", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "config.json").exists():
-        time.sleep(0.1)
-    time.sleep(3)  # a few training steps
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first_line = proc.stdout.readline()  # printed just before training starts
+    assert first_line.startswith("training preset"), first_line
+    time.sleep(4)  # a few training steps
     proc.send_signal(sig)  # Ctrl-C, or SIGTERM as sent by Colab and job schedulers
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
