@@ -7,6 +7,11 @@
 ``train`` writes checkpoints (resuming from the newest one in ``--out``), ``config.json`` (the full
 config and library versions), ``loss.png``, ``samples.png``, ``samples.pt`` and ``metrics.json``.
 Ctrl-C saves a checkpoint first; running the same command again resumes.
+
+Data-parallel on several GPUs (or CPU processes), with PyTorch's launcher; ``--batch-size`` is per
+process, so the global batch is N times larger (see :mod:`ddpm_helpers.distributed`)::
+
+    torchrun --standalone --nproc_per_node 4 -m ddpm_helpers train --preset gpu
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import CheckpointError, list_checkpoints
 from .data import DataCorruptError, DataNotFoundError, load_mnist
 from .presets import PRESETS, get_preset
@@ -114,25 +120,38 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}.items()
                  if v is not None}
     config = TrainConfig.from_dict({**preset.train.to_dict(), **overrides, "progress": not args.quiet})
-    device = select_device(args.device)
+    device = distributed.init(select_device(args.device))  # under torchrun: join the group, take this rank's GPU
+    main_rank, world = distributed.is_main(), distributed.world_size()
     out = Path(args.out or f"runs/{preset.name}")
     seed_everything(config.seed)
+    if not main_rank:  # rank 0 downloads the data and moves old checkpoints first; the others wait
+        distributed.barrier()
     images, labels = load_mnist("train", args.data_dir, allow_subset=preset.allow_subset and not args.no_subset,
                                 limit=preset.data_limit)
-    if args.restart and list_checkpoints(out):  # keep the old run, out of the way of the new one
+    if main_rank and args.restart and list_checkpoints(out):  # keep the old run, out of the way of the new one
         backup = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
         backup.mkdir(parents=True)
         for path in list_checkpoints(out):
             path.rename(backup / path.name)
         print(f"--restart: moved the earlier checkpoints to {backup}")
+    if main_rank:
+        distributed.barrier()
     trainer = Trainer(config, images, labels, out_dir=out, device=device, resume=not args.restart)
-    _write_json(out / "config.json", {"preset": preset.name, "train": config.to_dict(), "device": str(device),
-                                      "command": " ".join(sys.argv), "versions": library_versions(),
-                                      "num_train_images": int(images.shape[0])})
-    print(f"training preset {preset.name!r} on {device} for {config.steps} steps -> {out}")
+    if main_rank:
+        _write_json(out / "config.json", {"preset": preset.name, "train": config.to_dict(), "device": str(device),
+                                          "world_size": world, "global_batch_size": config.batch_size * world,
+                                          "command": " ".join(sys.argv), "versions": library_versions(),
+                                          "num_train_images": int(images.shape[0])})
+        where = f"{world} processes ({distributed.backend_for(device)}), global batch {config.batch_size * world}" \
+            if world > 1 else str(device)
+        print(f"training preset {preset.name!r} on {where} for {config.steps} steps -> {out}")
     start = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - start
+    distributed.barrier()
+    distributed.shutdown()  # the rest (samples, metrics) is rank 0's work alone
+    if not main_rank:
+        return 0
     from .viz import plot_loss
 
     plot_loss(trainer.history, smooth=min(50, max(1, len(trainer.history) // 10))).savefig(out / "loss.png", dpi=100)
@@ -258,4 +277,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}  (set DDPM_DEBUG=1 for a traceback)", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
 

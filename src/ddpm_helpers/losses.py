@@ -69,7 +69,7 @@ def diffusion_loss(
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
     if y is not None:
-        num_classes = getattr(model, "num_classes", None)
+        num_classes = getattr(getattr(model, "module", model), "num_classes", None)  # .module: a DDP wrapper
         if num_classes is None:
             raise ValueError("y (class labels) was given, but the model has no num_classes (it is unconditional)")
         y = drop_labels(y, num_classes, label_drop_prob, generator)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
 from ._validate import check_choice, check_float, check_int, check_tensor
 from .checkpoint import (
     CheckpointError,
@@ -39,7 +39,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .losses import diffusion_loss
+from .losses import diffusion_loss, drop_labels
 from .schedules import PREDICTION_TYPES, SCHEDULES, NoiseSchedule
 from .unet import UNet, UNetConfig
 
@@ -188,6 +188,10 @@ class Trainer:
     With ``out_dir``, checkpoints go there every ``checkpoint_every`` steps, at the end and on Ctrl-C;
     ``resume=True`` continues from the newest checkpoint in ``out_dir`` (same config required,
     except the settings in :data:`RESUMABLE_CHANGES`, e.g. more ``steps``).
+
+    Inside a torchrun process group (see :mod:`ddpm_helpers.distributed`) the model is wrapped in
+    DistributedDataParallel, ``batch_size`` is per rank (the global batch is ``batch_size *
+    world_size``), and only rank 0 keeps the EMA, writes checkpoints and shows progress.
     """
 
     def __init__(
@@ -211,12 +215,18 @@ class Trainer:
             if labels.shape[0] != images.shape[0]:
                 raise ValueError(f"labels must have one entry per image ({images.shape[0]}), got {labels.shape[0]}")
         self.config = config
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
         self.device = select_device(device) if isinstance(device, str) else torch.device(device)
+        if self.world_size > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.images = images.to(self.device)
         self.labels = labels.to(self.device) if (labels is not None and config.class_conditional) else None
         self.schedule = config.make_schedule().to(self.device)
         seed_everything(config.seed)
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
+        if self.labels is not None and getattr(self.model, "num_classes", None) is None:
+            raise ValueError("config.class_conditional is True, but the model has no num_classes (it is unconditional)")
         if hasattr(self.model, "check_input"):  # image size vs the U-Net's down-sampling, before any training
             self.model.check_input(self.images[:1], torch.zeros(1, dtype=torch.long, device=self.device))
         self.ema = EMA(self.model, config.ema_decay)
@@ -231,11 +241,18 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
         if self.out_dir is not None:
-            self._check_writable(self.out_dir)
-            if resume:
+            if self.is_main:  # the only rank that writes
+                self._check_writable(self.out_dir)
+            if resume:  # every rank reads the same checkpoint
                 state = latest_checkpoint(self.out_dir, map_location=self.device)
                 if state is not None:
                     self.load_state(state)
+        self.ddp_model = None
+        if self.world_size > 1:  # after loading: DDP starts every rank from rank 0's weights
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     @staticmethod
     def _check_writable(folder: Path) -> None:
@@ -266,12 +283,22 @@ class Trainer:
             "step": self.step,
             "history": list(self.history),
             "skipped_steps": list(self.skipped_steps),
+            "world_size": self.world_size,
             "rng": rng,
             "versions": library_versions(),
         }
 
     def load_state(self, state: dict) -> None:
         check_same_config(state["config"], self.config.to_dict(), ignore=RESUMABLE_CHANGES)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world_size:
+            raise CheckpointError(
+                f"checkpoint {state.get('path', '')} was written by a run of {saved_world} process(es) (global batch "
+                f"{saved_world * self.config.batch_size}); this run has {self.world_size} (global batch "
+                f"{self.world_size * self.config.batch_size}), which would change the maths of the run. Resume with "
+                f"the same number of processes (torchrun --nproc_per_node {saved_world}, or no torchrun for 1), "
+                "or start afresh with --restart or another output folder."
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.ema.model.load_state_dict(state["ema"])
@@ -287,12 +314,12 @@ class Trainer:
         self.batch_generator.set_state(state["rng"]["batch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
-        if self.config.progress and "path" in state:
+        if self.config.progress and "path" in state and self.is_main:
             print(f"resumed from {state['path']} at step {self.step}")
 
     def save(self) -> Path | None:
-        """Write a checkpoint for the current step into ``out_dir`` and prune old ones."""
-        if self.out_dir is None:
+        """Write a checkpoint for the current step into ``out_dir`` and prune old ones (rank 0 only)."""
+        if self.out_dir is None or not self.is_main:
             return None
         path = save_checkpoint(self.state_dict(), checkpoint_path(self.out_dir, self.step))
         prune_checkpoints(self.out_dir, self.config.keep_last)
@@ -311,21 +338,30 @@ class Trainer:
 
     # ---- training -------------------------------------------------------------------------
     def train_step(self) -> float:
-        """One optimisation step on a random batch; returns the loss."""
+        """One optimisation step on a random batch; returns the loss (averaged over the ranks).
+
+        Every rank draws the same global batch (indices, timesteps, noise, dropped labels) and keeps
+        its own slice, so N ranks of ``batch_size`` compute the gradient of one global batch.
+        """
         cfg = self.config
-        idx = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=self.batch_generator)
-        idx = idx.to(self.device)
-        x0 = self.images[idx]
-        y = self.labels[idx] if self.labels is not None else None
+        size, mine = cfg.batch_size * self.world_size, slice(self.rank * cfg.batch_size,
+                                                             (self.rank + 1) * cfg.batch_size)
+        idx = torch.randint(0, self.images.shape[0], (size,), generator=self.batch_generator).to(self.device)
+        x0 = self.images[idx[mine]]
+        t = torch.randint(0, self.schedule.num_timesteps, (size,), device=self.device)[mine]
+        noise = torch.randn((size, *x0.shape[1:]), device=self.device, dtype=x0.dtype)[mine]
+        y = None
+        if self.labels is not None:
+            y = drop_labels(self.labels[idx], self.model.num_classes, cfg.label_drop_prob)[mine]
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            loss = diffusion_loss(self.model, self.schedule, x0, y, prediction=cfg.prediction,
-                                  min_snr_gamma=cfg.min_snr_gamma, label_drop_prob=cfg.label_drop_prob)
+            loss = diffusion_loss(self.ddp_model or self.model, self.schedule, x0, y, prediction=cfg.prediction,
+                                  min_snr_gamma=cfg.min_snr_gamma, t=t, noise=noise)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP this also averages the gradients across the ranks
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
                                                    float("inf"))
-        value = float(loss.detach())
+        value = float(distributed.mean_across_ranks(loss.detach()))
         if not (math.isfinite(value) and math.isfinite(float(grad_norm))):
             what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {float(grad_norm)}"
             if cfg.on_nan == "raise":
@@ -338,7 +374,8 @@ class Trainer:
             self.skipped_steps.append(self.step)
         else:
             self.optimizer.step()
-            self.ema.update(self.model, self.step)
+            if self.is_main:
+                self.ema.update(self.model, self.step)
         self.lr_scheduler.step()
         self.step += 1
         self.history.append(value)
@@ -351,7 +388,7 @@ class Trainer:
         """
         target = self.config.steps if steps is None else check_int("steps", steps, min_value=0)
         bar = None
-        if self.config.progress:
+        if self.config.progress and self.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=target, initial=min(self.step, target), desc="training", dynamic_ncols=True)

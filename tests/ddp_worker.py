@@ -1,0 +1,38 @@
+"""Run by tests/test_distributed.py under ``python -m torch.distributed.run --nproc_per_node 2``.
+
+Each rank trains the same tiny class-conditional config with gloo on the CPU, then writes its own
+final weights, the loss history and what ``save()`` returned, so the test can compare the ranks.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ddpm_helpers import distributed
+from ddpm_helpers.train import Trainer, TrainConfig
+
+
+def main() -> None:
+    out, steps, config_json = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    device = distributed.init(torch.device("cpu"))
+    rank = distributed.rank()
+    torch.manual_seed(1234)  # the same toy data on every rank
+    images = torch.rand(64, 1, 8, 8) * 2 - 1
+    labels = torch.arange(64) % 10
+    config = TrainConfig.from_dict(json.loads(config_json))
+    trainer = Trainer(config, images, labels, out_dir=out / "run", device=device)
+    start = trainer.step
+    trainer.fit(steps)
+    saved = trainer.save()
+    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, out / f"rank{rank}_weights.pt")
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
+        "start_step": start, "history": trainer.history, "save_returned": None if saved is None else str(saved),
+    }))
+    distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()
