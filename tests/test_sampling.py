@@ -1,10 +1,13 @@
 """Samplers: agreement with diffusers step by step, determinism, shapes and trajectories."""
 
+import math
+import re
+
 import pytest
 import torch
 from torch import nn
 
-from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, sample
+from ddpm_helpers.sampling import ddim_step, ddim_timesteps, dpm_solver_2m_step, ddpm_step, sample
 from ddpm_helpers.schedules import NoiseSchedule
 from ddpm_helpers.unet import UNet
 
@@ -144,3 +147,206 @@ def test_classifier_free_guidance_combines_predictions():
     # cond = +1, uncond = -1: scale s gives -1 + s * 2
     for scale in [0.0, 1.0, 3.0]:
         assert torch.allclose(predict(Cond(), x, 5, y, scale), torch.full_like(x, -1 + 2 * scale))
+
+
+# ---- DPM-Solver++(2M) -----------------------------------------------------------------------------
+
+def float64_dpm_sigmas(ref, name, T):
+    """The DPM-Solver scheduler works from ``ref.sigmas = sqrt((1 - alpha_bar) / alpha_bar)`` at the chosen timesteps
+    (plus the final 0), which ``set_timesteps`` always casts to float32 (and builds from float32 betas). As for
+    ``float64_constants``, replace them with float64 values built from our betas, after ``set_timesteps``."""
+    from ddpm_helpers.schedules import make_betas
+
+    alpha_bar = torch.cumprod(1 - make_betas(name, T), 0)
+    ref.alphas_cumprod = alpha_bar
+    sigmas = ((1 - alpha_bar) / alpha_bar).sqrt()[ref.timesteps]
+    ref.sigmas = torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])  # final_sigmas_type="zero": clean data
+    return ref
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers' np.array(tensor)
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("steps", [10, 20])
+@pytest.mark.parametrize("prediction,ref_prediction,clip_x0", [
+    ("eps", "epsilon", False), ("eps", "epsilon", True), ("v", "v_prediction", False), ("v", "v_prediction", True),
+    ("x0", "sample", False),
+])
+def test_dpm_solver_2m_sampling_matches_diffusers(name, steps, prediction, ref_prediction, clip_x0):
+    """A whole sampling loop, every intermediate state compared with diffusers' multistep DPM-Solver++ of order 2.
+
+    clip_x0 is emulated in diffusers by its dynamic thresholding with ``sample_max_value=1``: the threshold
+    ``s = clamp(quantile(|x0|), 1, 1) = 1``, i.e. a plain clamp of x0 to [-1, 1]. steps=20 (>= 15, where
+    ``lower_order_final`` no longer applies) checks that the last step is still first order, as
+    ``final_sigmas_type="zero"`` forces it to be.
+    """
+    from ddpm_helpers.schedules import make_betas
+
+    T = 1000
+    ref = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=T, trained_betas=make_betas(name, T).numpy(), algorithm_type="dpmsolver++",
+        solver_order=2, solver_type="midpoint", prediction_type=ref_prediction, timestep_spacing="trailing",
+        final_sigmas_type="zero", lower_order_final=True, thresholding=clip_x0, sample_max_value=1.0)
+    ref.set_timesteps(steps)
+    float64_dpm_sigmas(ref, name, T)
+    assert ref.timesteps.tolist() == ddim_timesteps(T, steps)
+
+    model, s = FakeNet(), NoiseSchedule.from_name(name, T)
+    x, traj = sample(model, s, 4, image_shape=(1, 8, 8), method="dpm++2m", steps=steps, prediction=prediction,
+                     clip_x0=clip_x0, return_trajectory=True, generator=torch.Generator().manual_seed(0))
+    assert [t for t, _ in traj] == ddim_timesteps(T, steps) + [-1]
+    theirs = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # sample()'s starting noise
+    assert torch.equal(traj[0][1], theirs)
+    for i, t in enumerate(ref.timesteps.tolist()):
+        with torch.no_grad():
+            out = model(theirs, torch.full((4,), t))
+        theirs = ref.step(out, t, theirs).prev_sample
+        mine = traj[i + 1][1]
+        # FakeNet is no real eps-network: x0_hat = (x - sigma eps) / alpha grows like 1/alpha (~1e2 for linear,
+        # ~1e4 for cosine at t = T-1) and float32 keeps ~7 digits of it, so compare relative to the images' scale
+        tol = 1e-5 * max(1.0, float(theirs.abs().max()))
+        assert torch.allclose(mine.double(), theirs.double(), atol=tol, rtol=0), (t, (mine - theirs).abs().max())
+    assert torch.equal(x, traj[-1][1].clamp(-1, 1) if clip_x0 else traj[-1][1])
+
+
+class GaussianDenoiser(nn.Module):
+    r"""The exact x0-predictor for data :math:`x_0 \sim N(\mu, s^2)` per pixel, independent pixels.
+
+    :math:`x_t = \alpha x_0 + \sigma\epsilon` is jointly Gaussian with :math:`x_0`, so
+    :math:`E[x_0 | x_t] = \mu + \frac{\alpha s^2}{\alpha^2 s^2 + \sigma^2}(x_t - \alpha\mu)` (linear in x_t).
+    Computed in float64 from the schedule's float64 alpha_bar.
+    """
+
+    num_classes = None
+
+    def __init__(self, schedule, mu, std):
+        super().__init__()
+        self.alpha_bar = schedule._float64["alpha_bar"]
+        self.mu, self.std = mu.double(), std.double()
+        self.unused = nn.Parameter(torch.zeros(()))  # sample() reads the device from the parameters
+
+    def forward(self, x, t, y=None):
+        ab = self.alpha_bar[t].reshape(-1, 1, 1, 1)
+        gain = ab.sqrt() * self.std**2 / (ab * self.std**2 + 1 - ab)
+        return (self.mu + gain * (x.double() - ab.sqrt() * self.mu)).float()
+
+
+def exact_ode_state(schedule, x_start, mu, std, t):
+    r"""The probability-flow ODE's exact solution for Gaussian data, from x_{T-1} = ``x_start`` to index ``t``.
+
+    The ODE's velocity is linear in x, so its flow is an increasing affine map carrying the marginal
+    :math:`N(\alpha\mu, \alpha^2 s^2 + \sigma^2)` of one time to that of another: the standardised value
+    :math:`z = (x - \alpha\mu) / \sqrt{\alpha^2 s^2 + \sigma^2}` stays constant. ``t = -1`` is clean data
+    (alpha = 1, sigma = 0): the endpoint :math:`\mu + s z`.
+    """
+    ab_start, ab = schedule.scalar("alpha_bar", schedule.num_timesteps - 1), schedule.scalar("alpha_bar", t)
+    z = (x_start.double() - math.sqrt(ab_start) * mu) / (ab_start * std**2 + 1 - ab_start).sqrt()
+    return math.sqrt(ab) * mu + (ab * std**2 + 1 - ab).sqrt() * z
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_dpm_solver_2m_is_second_order_on_gaussian_data(name):
+    """Against the exact ODE solution: DPM-Solver++(2M)'s error falls like 1/steps^2, DDIM's like 1/steps.
+
+    Both samplers end with the same first-order jump from the smallest timestep to clean data (it returns
+    x0_hat there), whose error does not shrink with more steps; so the order is measured at t = 99, the last
+    noisy state, which the trailing timesteps of 10, 20 and 40 steps all visit. The clean endpoint is checked too.
+    """
+    T, n = 1000, 64
+    s = NoiseSchedule.from_name(name, T)
+    mu = torch.tensor([0.3, -0.5, 0.1, 0.8], dtype=torch.float64).reshape(1, 1, 2, 2)
+    std = torch.tensor([0.5, 0.2, 0.8, 0.3], dtype=torch.float64).reshape(1, 1, 2, 2)
+    model = GaussianDenoiser(s, mu, std)
+    x_start = torch.randn(n, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    target_99 = exact_ode_state(s, x_start, mu, std, 99)
+
+    def run(method, steps):
+        x, traj = sample(model, s, n, image_shape=(1, 2, 2), method=method, steps=steps, prediction="x0",
+                         clip_x0=False, return_trajectory=True, generator=torch.Generator().manual_seed(0))
+        state_99 = dict(traj)[99].double()
+        return (state_99 - target_99).pow(2).mean().sqrt().item(), x.double()
+
+    # the closed form is right: 1000 DDIM steps (first order, so only ~1e-3 close) agree with it
+    assert run("ddim", 1000)[0] < 5e-3
+    err = {m: [run(m, steps)[0] for steps in (10, 20, 40)] for m in ("ddim", "dpm++2m")}
+    order = {m: math.log2(e[0] / e[2]) / 2 for m, e in err.items()}  # error ~ C / steps^order
+    assert 0.8 < order["ddim"] < 1.2, err
+    assert order["dpm++2m"] > 1.5, err
+    assert err["dpm++2m"][0] < err["ddim"][0] / 4, err
+    # and at the end, after the shared final jump, 10 steps of DPM-Solver++(2M) still land closer
+    endpoint = exact_ode_state(s, x_start, mu, std, -1)
+    end_err = {m: (run(m, 10)[1] - endpoint).pow(2).mean().sqrt().item() for m in ("ddim", "dpm++2m")}
+    assert end_err["dpm++2m"] < end_err["ddim"], end_err
+
+
+def test_dpm_solver_2m_first_and_last_steps_are_ddim():
+    """DPM-Solver++(1) is DDIM (eta = 0), and the first and last 2M steps are first order: with 1 or 2 steps
+    the two samplers coincide; with more they differ. The default is 20 steps."""
+    model, s = FakeNet(), NoiseSchedule.from_name("cosine", 100)
+    kw = dict(image_shape=(1, 4, 4), clip_x0=False, return_trajectory=True)
+    for steps in (1, 2, 3):
+        a, ta = sample(model, s, 3, method="ddim", steps=steps, generator=torch.Generator().manual_seed(0), **kw)
+        b, tb = sample(model, s, 3, method="dpm++2m", steps=steps, generator=torch.Generator().manual_seed(0), **kw)
+        assert torch.allclose(ta[1][1], tb[1][1], atol=1e-6)  # the first step
+        assert torch.allclose(a, b, atol=1e-6) == (steps < 3), steps
+    _, traj = sample(model, s, 1, method="dpm++2m", generator=torch.Generator().manual_seed(0), **kw)
+    assert [t for t, _ in traj] == ddim_timesteps(100, 20) + [-1]
+
+
+def test_dpm_solver_2m_step_final_step_returns_x0_hat():
+    s = NoiseSchedule.from_name("linear", 50)
+    x, out = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    x_prev, x0 = dpm_solver_2m_step(s, out, 7, -1, x, previous=(20, torch.randn(2, 1, 4, 4)), clip_x0=False)
+    assert torch.equal(x_prev, x0)  # sigma = 0, alpha = 1: the second-order history is ignored
+    assert torch.allclose(x0, s.predict_x0_from_eps(x, torch.full((2,), 7), out))
+
+
+def test_dpm_solver_2m_guidance_reproducible_and_mode_restored():
+    class Cond(nn.Module):
+        num_classes = 10
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(0.2))
+
+        def forward(self, x, t, y=None):
+            return self.w * x + 0.05 * y.float()[:, None, None, None] + 0.01 * t.float()[:, None, None, None]
+
+    class Guided(nn.Module):  # the guided prediction written out by hand: uncond + s (cond - uncond)
+        num_classes = None
+
+        def __init__(self, net, y, scale):
+            super().__init__()
+            self.net, self.y, self.scale = net, y, scale
+
+        def forward(self, x, t, y=None):
+            cond, uncond = self.net(x, t, self.y), self.net(x, t, torch.full_like(self.y, 10))
+            return uncond + self.scale * (cond - uncond)
+
+    net, s, y = Cond().train(), NoiseSchedule.from_name("linear", 100), torch.tensor([1, 7])
+    kw = dict(image_shape=(1, 4, 4), method="dpm++2m", steps=8, progress=True)
+    a = sample(net, s, 2, y=y, guidance_scale=3.0, generator=torch.Generator().manual_seed(5), **kw)
+    b = sample(net, s, 2, y=y, guidance_scale=3.0, generator=torch.Generator().manual_seed(5), **kw)
+    c = sample(Guided(net, y, 3.0), s, 2, generator=torch.Generator().manual_seed(5), **kw)
+    assert torch.equal(a, b) and torch.allclose(a, c, atol=1e-6) and net.training
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(method="dpm++2m", steps=0), ValueError, r"steps must be an integer in [1, 30], got 0"),
+    (dict(method="dpm++2m", steps=31), ValueError, r"steps must be an integer in [1, 30], got 31"),
+    (dict(method="dpm++2m", steps=2.5), TypeError, "steps must be an integer, got 2.5"),
+    (dict(method="dpm2m"), ValueError, "method must be one of 'ddpm', 'ddim', 'dpm++2m'; got 'dpm2m'"),
+    (dict(method="dpm++2m", prediction="noise"), ValueError, "prediction must be one of 'eps', 'x0', 'v'"),
+])
+def test_dpm_solver_2m_bad_inputs(kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        sample(FakeNet(), NoiseSchedule.from_name("linear", 30), 2, image_shape=(1, 4, 4), **kwargs)
+
+
+def test_dpm_solver_2m_step_bad_inputs():
+    s, x = NoiseSchedule.from_name("linear", 30), torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=re.escape("t_prev must be an integer in [-1, 4], got 5")):
+        dpm_solver_2m_step(s, x, 5, 5, x)
+    with pytest.raises(ValueError, match=re.escape("previous[0] (t_last) must be an integer in [6, 29], got 5")):
+        dpm_solver_2m_step(s, x, 5, 2, x, previous=(5, x))
+    with pytest.raises(ValueError, match=re.escape("previous[1] (x0_hat_last) must have the shape of x_t")):
+        dpm_solver_2m_step(s, x, 5, 2, x, previous=(9, x[:1]))

@@ -1,4 +1,6 @@
-r"""Samplers: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) and DDIM (Song et al. 2021).
+r"""Samplers: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), DDIM (Song et al. 2021) and
+DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+Probabilistic Models", Algorithm 2).
 
 A sampler starts from pure noise ``x_{T-1} ~ N(0, I)`` (0-based, see :mod:`ddpm_helpers.schedules`)
 and repeatedly asks the network for its prediction, turns it into an estimate ``x0_hat`` of the
@@ -22,7 +24,8 @@ from ._validate import check_choice, check_float, check_int, check_tensor
 from .schedules import PREDICTION_TYPES, NoiseSchedule
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
-METHODS = ("ddpm", "ddim")
+METHODS = ("ddpm", "ddim", "dpm++2m")
+DEFAULT_STEPS = {"ddim": 50, "dpm++2m": 20}  # when ``steps`` is None (capped at T)
 
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -103,6 +106,76 @@ def ddim_step(
     return x_prev, x0
 
 
+def _alpha_sigma_lambda(schedule: NoiseSchedule, t: int) -> tuple[float, float, float]:
+    r""":math:`(\alpha_t, \sigma_t, \lambda_t)` in float64 at index ``t``; ``t = -1`` is clean data (1, 0, +inf)."""
+    if t == -1:
+        return 1.0, 0.0, math.inf
+    ab = schedule.scalar("alpha_bar", t)
+    # lambda = log(alpha / sigma) = log(SNR) / 2; log_snr is stored in float64, so 1 - alpha_bar keeps its digits
+    return math.sqrt(ab), math.sqrt(1 - ab), 0.5 * schedule.scalar("log_snr", t)
+
+
+def dpm_solver_2m_step(
+    schedule: NoiseSchedule,
+    model_output: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x_t: torch.Tensor,
+    *,
+    previous: tuple[int, torch.Tensor] | None = None,
+    prediction: str = "eps",
+    clip_x0: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One DPM-Solver++(2M) step from index ``t`` to ``t_prev < t`` (``-1``: clean data); returns ``(x_prev, x0_hat)``.
+
+    Lu et al. 2022 (arXiv 2211.01095) write the probability-flow ODE in the half log-SNR
+    :math:`\lambda_t = \log(\alpha_t / \sigma_t)`, with :math:`\alpha_t = \sqrt{\bar\alpha_t}` and
+    :math:`\sigma_t = \sqrt{1 - \bar\alpha_t}`, and solve its linear part exactly:
+
+    .. math:: x_{prev} = \frac{\sigma_{prev}}{\sigma_t} x_t
+              + \sigma_{prev} \int_{\lambda_t}^{\lambda_{prev}} e^{\lambda} \hat x_0(x_\lambda, \lambda)\,d\lambda .
+
+    Only the integral of the data prediction :math:`\hat x_0` is approximated. With
+    :math:`h = \lambda_{prev} - \lambda_t > 0`:
+
+    1. predict :math:`\hat x_0` at ``t`` (clipped to [-1, 1] if ``clip_x0``, as in DDIM);
+    2. first order (``previous=None``, :math:`\hat x_0` constant over the step; this *is* DDIM with eta = 0):
+       :math:`D = \hat x_0^{(t)}`;
+       second order ("2M", Algorithm 2): ``previous = (t_last, x0_hat_last)`` is the prediction kept from the
+       step before, at :math:`t_{last} > t`. With :math:`r = (\lambda_t - \lambda_{t_{last}}) / h`, a linear
+       extrapolation in :math:`\lambda` gives
+       :math:`D = (1 + \frac{1}{2r})\,\hat x_0^{(t)} - \frac{1}{2r}\,\hat x_0^{(t_{last})}`;
+    3. :math:`x_{prev} = \frac{\sigma_{prev}}{\sigma_t} x_t - \alpha_{prev}\,(e^{-h} - 1)\,D`.
+
+    The last step (``t_prev = -1``) lands on clean data: :math:`\bar\alpha = 1`, :math:`\sigma_{prev} = 0`,
+    :math:`\lambda_{prev} = +\infty`, so :math:`e^{-h} = 0` and :math:`x_{prev} = D`. A second-order
+    correction is undefined there (:math:`h = \infty` gives :math:`r = 0` and a :math:`1/(2r)` weight), so
+    that step is always first order and returns :math:`\hat x_0` at ``t``, exactly like diffusers'
+    ``DPMSolverMultistepScheduler`` with ``final_sigmas_type="zero"`` (which forces its last step to first
+    order whatever ``lower_order_final`` says). Scalars are computed in float64.
+    """
+    T = schedule.num_timesteps
+    check_int("t", t, min_value=0, max_value=T - 1)
+    check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
+    x0, _ = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
+    _, sigma_t, lam_t = _alpha_sigma_lambda(schedule, t)
+    alpha_prev, sigma_prev, lam_prev = _alpha_sigma_lambda(schedule, t_prev)
+    h = lam_prev - lam_t
+    d = x0
+    if previous is not None and t_prev >= 0:
+        t_last, x0_last = previous
+        check_int("previous[0] (t_last)", t_last, min_value=t + 1, max_value=T - 1)
+        check_tensor("previous[1] (x0_hat_last)", x0_last, floating=True)
+        if x0_last.shape != x0.shape:
+            raise ValueError(f"previous[1] (x0_hat_last) must have the shape of x_t {tuple(x_t.shape)}, "
+                             f"got {tuple(x0_last.shape)}")
+        r = (lam_t - _alpha_sigma_lambda(schedule, t_last)[2]) / h
+        d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_last.to(x0)
+    # -(e^{-h} - 1) = -expm1(-h): accurate for small h, and exactly 1 when h = inf (the final step)
+    x_prev = (sigma_prev / sigma_t) * x_t + (-alpha_prev * math.expm1(-h)) * d
+    return x_prev, x0
+
+
 def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     """``steps`` evenly spaced indices from ``T-1`` downwards ("trailing" spacing, Lin et al. 2024):
     the first step always starts from pure noise. E.g. T=1000, steps=4 -> [999, 749, 499, 249]."""
@@ -152,13 +225,18 @@ def sample(
     trajectory_every: int = 1,
     progress: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
-    """Draw ``num_samples`` images in [-1, 1] of shape (N, *image_shape) (not clamped when ``clip_x0=False``).
+    r"""Draw ``num_samples`` images in [-1, 1] of shape (N, *image_shape) (not clamped when ``clip_x0=False``).
 
     ``method="ddpm"`` runs all T ancestral steps (``steps`` must be None or T); ``"ddim"`` runs
-    ``steps`` (default 50, at most T) with noise level ``eta``. With ``return_trajectory``, also
-    returns ``[(t, x_t on CPU), ...]`` every ``trajectory_every`` steps, for animations: ``t`` is the
-    0-based index of the state (``T-1`` is the starting noise, ``-1`` the finished image). The model
-    is put in eval mode for sampling and given back in the mode it came in.
+    ``steps`` (default 50, at most T) with noise level ``eta``; ``"dpm++2m"`` runs the deterministic
+    DPM-Solver++(2M) (:func:`dpm_solver_2m_step`, ``steps`` default 20, ``eta`` and ``sigma`` unused) on
+    the same timesteps as DDIM: the first step is first order (= DDIM), the middle ones second order,
+    and the last one is a first-order jump to clean data, i.e. the image is :math:`\hat x_0` predicted at
+    the smallest timestep, as in diffusers' ``DPMSolverMultistepScheduler(final_sigmas_type="zero")``.
+    With ``return_trajectory``, also returns ``[(t, x_t on CPU), ...]`` every ``trajectory_every``
+    steps, for animations: ``t`` is the 0-based index of the state (``T-1`` is the starting noise,
+    ``-1`` the finished image). The model is put in eval mode for sampling and given back in the mode
+    it came in.
     """
     check_choice("method", method, METHODS)
     check_choice("prediction", prediction, PREDICTION_TYPES)
@@ -175,7 +253,7 @@ def sample(
             raise ValueError(f"steps must be None or T={T} for method='ddpm' (use method='ddim' for fewer), got {steps}")
         timesteps = list(range(T - 1, -1, -1))
     else:
-        timesteps = ddim_timesteps(T, min(50, T) if steps is None else steps)
+        timesteps = ddim_timesteps(T, min(DEFAULT_STEPS[method], T) if steps is None else steps)
     if device is None:
         device = next(model.parameters()).device
     if y is not None:
@@ -195,6 +273,7 @@ def sample(
         x = torch.randn((num_samples, *image_shape), generator=generator,
                         device=device if generator is None else generator.device).to(device)
         trajectory = [(T - 1, x.cpu())] if return_trajectory else []
+        previous = None  # dpm++2m: (t, x0_hat) of the step before
         iterator = timesteps
         if progress:
             from tqdm.auto import tqdm
@@ -206,9 +285,13 @@ def sample(
             if method == "ddpm":
                 x, _ = ddpm_step(schedule, out, t, x, prediction=prediction, sigma=sigma, clip_x0=clip_x0,
                                  generator=generator)
-            else:
+            elif method == "ddim":
                 x, _ = ddim_step(schedule, out, t, t_prev, x, eta=eta, prediction=prediction, clip_x0=clip_x0,
                                  generator=generator)
+            else:
+                x, x0 = dpm_solver_2m_step(schedule, out, t, t_prev, x, previous=previous, prediction=prediction,
+                                           clip_x0=clip_x0)
+                previous = (t, x0)
             if return_trajectory and ((i + 1) % trajectory_every == 0 or i + 1 == len(timesteps)):
                 trajectory.append((t_prev, x.cpu()))
     finally:
