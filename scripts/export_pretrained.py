@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("run", help="output folder of `python -m ddpm_helpers train`")
     parser.add_argument("--name", required=True)
     parser.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    parser.add_argument("--benchmark", help="a benchmarks/results/*.json of the same recipe to cite in the card")
     args = parser.parse_args()
     run = Path(args.run)
     ckpt = list_checkpoints(run)[-1]
@@ -36,6 +37,13 @@ def main() -> None:
         "run": json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else None,
         "metrics": json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else None,
     }
+    if card["run"] and card["run"].get("command", "").split(" ")[0].endswith("__main__.py"):  # older runs
+        card["run"]["command"] = " ".join(["python -m ddpm_helpers", *card["run"]["command"].split(" ")[1:]])
+    if args.benchmark:
+        bench = json.loads(Path(args.benchmark).read_text())
+        card["benchmark"] = {"file": Path(args.benchmark).as_posix(), "command": bench.get("command"),
+                             "machine": bench.get("machine"), "date": bench.get("date"),
+                             "final_point": bench["curve"][-1] if "curve" in bench else None}
     (ASSETS / f"pretrained_{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {ASSETS / weights_name} ({(ASSETS / weights_name).stat().st_size / 1e6:.2f} MB)")
 

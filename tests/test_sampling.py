@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddpm_helpers.sampling import ddim_step, ddim_timesteps, dpm_solver_2m_step, ddpm_step, sample
+from ddpm_helpers.sampling import ddim_step, ddim_timesteps, dpm_solver_2m_step, ddpm_step, predict, sample
 from ddpm_helpers.schedules import NoiseSchedule
 from ddpm_helpers.unet import UNet
 
@@ -350,3 +350,25 @@ def test_dpm_solver_2m_step_bad_inputs():
         dpm_solver_2m_step(s, x, 5, 2, x, previous=(5, x))
     with pytest.raises(ValueError, match=re.escape("previous[1] (x0_hat_last) must have the shape of x_t")):
         dpm_solver_2m_step(s, x, 5, 2, x, previous=(9, x[:1]))
+
+
+def test_digits_in_turn_is_guided_prediction_with_labels_in_turn():
+    from ddpm_helpers.sampling import DigitsInTurn
+    from ddpm_helpers.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(),
+                            num_classes=10)).eval()
+    for p in model.parameters():  # the last layer starts at zero: make the output depend on the label
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(12, 1, 8, 8), torch.full((12,), 7)
+    wrapped = DigitsInTurn(model, guidance_scale=2.5)
+    assert wrapped.num_classes is None
+    expected = predict(model, x, 7, torch.arange(12) % 10, 2.5)
+    torch.testing.assert_close(wrapped(x, t), expected)
+    torch.testing.assert_close(DigitsInTurn(model, 1.0)(x, t), model(x, t, torch.arange(12) % 10))
+    assert not torch.allclose(wrapped(x, t), model(x, t))  # differs from the unconditional (null-label) output
+    with pytest.raises(ValueError, match="model must be class-conditional"):
+        DigitsInTurn(UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=())))
+    with pytest.raises(ValueError, match="guidance_scale"):
+        DigitsInTurn(model, -1.0)

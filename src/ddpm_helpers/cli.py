@@ -53,6 +53,13 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _command_line() -> str:
+    """The command as the user typed it (``python -m ddpm_helpers ...``, not the path of ``__main__.py``)."""
+    if sys.argv and Path(sys.argv[0]).name == "__main__.py":
+        return " ".join(["python -m ddpm_helpers", *sys.argv[1:]])
+    return " ".join(sys.argv)
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -81,7 +88,7 @@ def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps
     batch = 500
     for start in range(0, num, batch):
         n = min(batch, num - start)
-        images.append(sample(model, schedule, n, method=method, steps=steps if method == "ddim" else None,
+        images.append(sample(model, schedule, n, method=method, steps=steps if method != "ddpm" else None,
                              eta=eta, prediction=config.prediction, generator=gen, device=device,
                              y=None if labels is None else labels[start:start + n], guidance_scale=guidance).cpu())
     return torch.cat(images), None if labels is None else labels.cpu()
@@ -140,7 +147,7 @@ def cmd_train(args) -> int:
     if main_rank:
         _write_json(out / "config.json", {"preset": preset.name, "train": config.to_dict(), "device": str(device),
                                           "world_size": world, "global_batch_size": config.batch_size * world,
-                                          "command": " ".join(sys.argv), "versions": library_versions(),
+                                          "command": _command_line(), "versions": library_versions(),
                                           "num_train_images": int(images.shape[0])})
         where = f"{world} processes ({distributed.backend_for(device)}), global batch {config.batch_size * world}" \
             if world > 1 else str(device)
@@ -157,7 +164,8 @@ def cmd_train(args) -> int:
     plot_loss(trainer.history, smooth=min(50, max(1, len(trainer.history) // 10))).savefig(out / "loss.png", dpi=100)
     start = time.perf_counter()
     samples, sample_labels = _generate(trainer.ema_model, trainer.schedule, config, preset.num_samples,
-                                       preset.sampler, preset.sampler_steps, 0.0, config.seed, device, None, 1.0)
+                                       preset.sampler, preset.sampler_steps, 0.0, config.seed, device, None,
+                                       preset.guidance_scale)
     sample_seconds = time.perf_counter() - start
     _save_samples(out, samples, sample_labels)
     metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir)
@@ -174,9 +182,10 @@ def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
     from .metrics import evaluate_samples
 
     images, labels = _generate(model, schedule, config, preset.eval_samples, preset.sampler, preset.sampler_steps,
-                               0.0, config.seed + 1, device, None, 1.0)
+                               0.0, config.seed + 1, device, None, preset.guidance_scale)
     result = evaluate_samples(images, labels, root=data_dir)
-    result.update({"sampler": preset.sampler, "sampler_steps": preset.sampler_steps})
+    result.update({"sampler": preset.sampler, "sampler_steps": preset.sampler_steps,
+                   "guidance_scale": preset.guidance_scale if config.class_conditional else None})
     return result
 
 
@@ -233,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run", help="a training output folder (its newest checkpoint is used)")
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--method", choices=METHODS, default="ddim")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (ignored by ddpm, which uses all T)")
+    p.add_argument("--steps", type=int, default=50, help="steps of ddim or dpm++2m (ignored by ddpm, which uses all T)")
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--digit", type=int, help="class to draw (class-conditional models)")
     p.add_argument("--guidance-scale", type=float, default=1.0)

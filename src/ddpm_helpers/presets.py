@@ -2,7 +2,9 @@
 
 * ``smoke``: a tiny network for a few hundred steps; proves the pipeline end to end on a CPU in
   about a minute (its samples are blobs, not digits). Used by CI.
-* ``cpu``: a narrow U-Net on 2x2-folded images and fewer timesteps, for a laptop without a GPU.
+* ``cpu``: a narrow, class-conditional U-Net on 2x2-folded images and fewer timesteps, for a laptop
+  without a GPU: about 9 minutes of training on 2 cores; its samples are drawn with guidance 2
+  (see ``benchmarks/cpu_track.py`` and ``benchmarks/RESULTS.md`` for what it reaches).
 * ``gpu``: the full recipe for a single GPU (bf16, large batches).
 """
 
@@ -21,6 +23,7 @@ class Preset:
     num_samples: int = 64          # images generated after training (grid + samples.pt)
     sampler: str = "ddim"          # ddpm | ddim
     sampler_steps: int | None = 50  # for ddim
+    guidance_scale: float = 1.0    # classifier-free guidance of a class-conditional model's samples
     eval_samples: int = 1000       # images scored by `evaluate`
     allow_subset: bool = False     # may fall back to the shipped MNIST subset
     data_limit: int | None = None  # use only the first N training images
@@ -40,13 +43,15 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         name="cpu",
-        description="a narrow U-Net on 2x2-folded (14x14x4) images, T=500, v-prediction: for a laptop CPU",
+        description="a narrow class-conditional U-Net on 2x2-folded (14x14x4) images, T=500, v-prediction, "
+                    "2,300 steps: digits in about 10 minutes on a laptop CPU",
         train=TrainConfig(
-            schedule="cosine", num_timesteps=500, prediction="v", base_channels=48, channel_mults=(1, 2),
-            num_res_blocks=1, attention_levels=(1,), pixel_unshuffle=2, dropout=0.0, steps=4000, batch_size=64,
-            lr=2e-3, warmup_steps=100, checkpoint_every=250, ema_decay=0.995,
+            schedule="cosine", num_timesteps=500, prediction="v", base_channels=32, channel_mults=(1, 2),
+            num_res_blocks=1, attention_levels=(1,), pixel_unshuffle=2, dropout=0.0, class_conditional=True,
+            label_drop_prob=0.1, steps=2300, batch_size=64, lr=2e-3, warmup_steps=100, checkpoint_every=250,
+            ema_decay=0.995,
         ),
-        num_samples=64, sampler="ddim", sampler_steps=50, eval_samples=1000, allow_subset=True,
+        num_samples=64, sampler="ddim", sampler_steps=20, guidance_scale=2.0, eval_samples=1000, allow_subset=True,
     ),
     "gpu": Preset(
         name="gpu",

@@ -204,6 +204,33 @@ def predict(
     return uncond + guidance_scale * (cond - uncond)
 
 
+class DigitsInTurn(nn.Module):
+    """A class-conditional denoiser seen as an unconditional one, called as ``model(x_t, t)``.
+
+    Image ``i`` of every batch is asked for class ``i % num_classes`` (so a batch of 10 draws 0, 1, ..., 9),
+    with classifier-free guidance ``guidance_scale`` (see :func:`predict`). Code written for unconditional
+    models (the sampling loops of notebook 06) can then draw digits from the shipped class-conditional model.
+    """
+
+    def __init__(self, model: nn.Module, guidance_scale: float = 2.0):
+        super().__init__()
+        classes = getattr(model, "num_classes", None)
+        if classes is None:
+            raise ValueError("model must be class-conditional (num_classes set); this one is unconditional")
+        self.model = model
+        self.classes = classes
+        self.guidance_scale = check_float("guidance_scale", guidance_scale, min_value=0.0)
+        self.num_classes = None  # to callers it is unconditional
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        y = torch.arange(x_t.shape[0], device=x_t.device) % self.classes
+        if self.guidance_scale == 1.0:
+            return self.model(x_t, t, y)
+        null = torch.full_like(y, self.classes)
+        cond, uncond = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
+
+
 @torch.no_grad()
 def sample(
     model: nn.Module,

@@ -1,0 +1,43 @@
+"""The shipped pretrained denoiser: it loads without unpickling, matches its card, and draws the digits asked for."""
+
+import json
+from importlib import resources
+
+import pytest
+import torch
+
+from ddpm_helpers import pretrained
+from ddpm_helpers.metrics import classify, load_classifier
+from ddpm_helpers.sampling import sample
+
+
+def test_a_pretrained_model_ships_and_is_small():
+    assert "mnist-cpu" in pretrained.available()
+    card = pretrained.model_card("mnist-cpu")
+    weights = resources.files("ddpm_helpers.assets").joinpath(card["weights"])
+    size_mb = weights.stat().st_size / 1e6 if hasattr(weights, "stat") else len(weights.read_bytes()) / 1e6
+    assert size_mb < 10, f"{card['weights']} is {size_mb:.1f} MB"
+    assert card["config"]["class_conditional"] is True
+    # the card records how it was made and what it measured
+    assert "ddpm_helpers train" in card["run"]["command"] and card["metrics"]["num_samples"] >= 1000
+    json.dumps(card)
+
+
+def test_unknown_pretrained_name_is_named():
+    with pytest.raises(ValueError, match="name must be one of .*'mnist-cpu'.*got 'mnist-gpu-xl'"):
+        pretrained.load_pretrained("mnist-gpu-xl")
+
+
+def test_pretrained_model_draws_the_requested_digits():
+    model, schedule, config = pretrained.load_pretrained("mnist-cpu")
+    assert not model.training and model.num_classes == 10
+    digits = torch.arange(40) % 10
+    images = sample(model, schedule, 40, method="ddim", steps=20, y=digits, guidance_scale=2.0,
+                    prediction=config.prediction, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (40, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+    _, probs = classify(load_classifier(), images)
+    accuracy = float((probs.argmax(1) == digits).double().mean())
+    assert accuracy >= 0.9, f"only {accuracy:.0%} of the guided samples were classified as the requested digit"
+    # guidance matters: pure noise is not classified as the requested digit
+    _, noise_probs = classify(load_classifier(), torch.randn(40, 1, 28, 28).clamp(-1, 1))
+    assert float((noise_probs.argmax(1) == digits).double().mean()) < 0.5
