@@ -1,0 +1,128 @@
+"""Shared helpers of the benchmark scripts: the machine's name, timing, sampling + scoring, and
+recording a result (a JSON file under ``benchmarks/results/`` plus a row in ``benchmarks/RESULTS.md``).
+
+Every script takes ``--smoke`` (seconds, used by CI: it checks that the script runs, not its numbers)
+and writes nothing into ``RESULTS.md`` in smoke mode unless ``--record`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS_MD = HERE / "RESULTS.md"
+RESULTS_DIR = HERE / "results"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, or an error that repeats what was given."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def machine() -> str:
+    """A short description of where this runs: the GPU's name, or the CPU model and thread count."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} threads ({os.cpu_count()} cores visible)"
+
+
+def synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Timer:
+    """``with Timer(device) as t: ...`` then ``t.seconds`` (synchronises CUDA before reading the clock)."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self):
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+        return False
+
+
+def command_line() -> str:
+    return "python " + " ".join([str(Path(sys.argv[0]).relative_to(HERE.parent)) if Path(sys.argv[0]).is_absolute()
+                                 and HERE.parent in Path(sys.argv[0]).parents else sys.argv[0], *sys.argv[1:]])
+
+
+def record(name: str, result: dict, row: str | None, *, smoke: bool, force: bool = False) -> Path:
+    """Write ``result`` (plus date, machine, command, versions) to ``results/<name>.json`` and append ``row``
+    (one Markdown table row, or several lines) under the ``## <name>`` heading of ``RESULTS.md``.
+
+    In smoke mode the JSON goes to ``results/smoke/`` and nothing is appended unless ``force``.
+    """
+    from ddpm_helpers.train import library_versions
+
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    full = {"name": name, "date": stamp, "machine": machine(), "command": command_line(),
+            "versions": library_versions(), "smoke": smoke, **result}
+    folder = RESULTS_DIR / ("smoke" if smoke else "")
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{name}-{tag}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(full, indent=1) + "\n")
+    tmp.replace(path)
+    if row is not None and (not smoke or force):
+        _append_row(name, row)
+    return path
+
+
+def _append_row(section: str, row: str) -> None:
+    """Append ``row`` at the end of the ``## <section>`` part of RESULTS.md (earlier rows are kept)."""
+    text = RESULTS_MD.read_text()
+    heading = f"\n## {section}\n"
+    if heading not in text:
+        raise KeyError(f"RESULTS.md has no section '## {section}'; add its heading and table header first")
+    start = text.index(heading) + len(heading)
+    nxt = text.find("\n## ", start)
+    end = len(text) if nxt == -1 else nxt
+    section_text = text[start:end].rstrip("\n") + "\n" + row.rstrip("\n") + "\n"
+    tmp = RESULTS_MD.with_suffix(".tmp")
+    tmp.write_text(text[:start] + section_text + ("\n" + text[end:].lstrip("\n") if nxt != -1 else ""))
+    tmp.replace(RESULTS_MD)
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def score(images: torch.Tensor, labels: torch.Tensor | None = None, data_dir: str | None = None) -> dict:
+    """The package's metrics for (N, 1, 28, 28) images in [-1, 1] (see ddpm_helpers.metrics.evaluate_samples)."""
+    from ddpm_helpers.metrics import evaluate_samples
+
+    return evaluate_samples(images.float().cpu().clamp(-1, 1), None if labels is None else labels.cpu(), root=data_dir)

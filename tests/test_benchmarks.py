@@ -1,0 +1,173 @@
+"""benchmarks/references.py: its smoke run end to end (CI), its samplers' step-count mapping, clear flag errors."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "references.py"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def run_references(*args, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+
+
+def load_references_module():
+    spec = importlib.util.spec_from_file_location("benchmarks_references", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def numbers(value):
+    """Every int/float inside a JSON value."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from numbers(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from numbers(v)
+
+
+def test_smoke_run_scores_all_three_references_and_leaves_results_md_alone(data_dir):
+    before = RESULTS_MD.read_bytes()
+    start = time.time()
+    result = run_references("--smoke")
+    seconds = time.time() - start
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert RESULTS_MD.read_bytes() == before, "a smoke run must not write rows into RESULTS.md"
+    assert seconds < 120, f"the smoke run took {seconds:.0f} s"
+    wrote = [line for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 1, result.stdout[-3000:]
+    path = Path(wrote[0][len("wrote "):])
+    try:
+        assert path.parent == ROOT / "benchmarks" / "results" / "smoke"
+        saved = json.loads(path.read_text())
+    finally:
+        path.unlink(missing_ok=True)
+    assert saved["smoke"] is True and saved["name"] == "references" and "torch" in saved["versions"]
+    refs = saved["references"]
+    assert list(refs) == ["seed", "diffusers", "course"]
+    for name, ref in refs.items():
+        assert ref["parameters"] > 0 and ref["train"]["steps"] == 20, name
+        assert ref["train"]["images_per_second"] > 0 and ref["train"]["train_seconds"] > 0, name
+        assert [s["requested_steps"] for s in ref["samples"]] == [10, 5], name
+        for s in ref["samples"]:
+            assert s["sampler"] == "DDIM" and s["steps"] == s["requested_steps"] and s["num_samples"] == 16
+            m = s["metrics"]
+            assert m["num_samples"] == 16 and m["frechet_distance_floor"] > 0 and sum(m["class_histogram"]) == 16
+        bad = [x for x in numbers(ref) if not math.isfinite(x)]
+        assert not bad, f"{name}: non-finite numbers {bad}"
+    assert refs["seed"]["parameters"] == 37857  # the seed's 32-64-32 network as written
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 6 and all(row.count(" | ") == 16 for row in rows)
+
+
+def test_full_step_count_means_ddpm_with_each_references_own_T():
+    """A count >= T runs full ancestral sampling with T steps (the seed's T is 300); fewer run DDIM."""
+    R = load_references_module()
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    images, labels = torch.rand(64, 1, 28, 28) * 2 - 1, torch.arange(64) % 10
+    seed = R.SeedReference(images, device, smoke=True, num_timesteps=12)
+    diff = R.DiffusersReference(images, device, smoke=True, num_timesteps=10)
+    course = R.CourseReference(images, labels, device, preset="smoke", steps=30)
+    for ref, T in ((seed, 12), (diff, 10), (course, 200)):
+        ref.train_step()
+        x, sampler, steps = ref.sample(2, 1000)
+        assert (sampler, steps) == ("DDPM", T) and x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
+        x, sampler, steps = ref.sample(2, 3)
+        assert (sampler, steps) == ("DDIM", 3) and x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
+    # the seed's own schedule and the package's linear one agree (its DDIM rows rely on this)
+    from ddpm_helpers.schedules import NoiseSchedule
+
+    assert torch.allclose(R.SeedReference(images, device).alpha_bar, NoiseSchedule.from_name("linear", 300).alpha_bar)
+
+
+def test_time_budget_fits_the_course_learning_rate_schedule():
+    R = load_references_module()
+    images, labels = torch.rand(64, 1, 28, 28) * 2 - 1, torch.arange(64) % 10
+    course = R.CourseReference(images, labels, torch.device("cpu"), preset="smoke")
+    assert course.trainer.config.steps == 200  # the preset's own length until a budget is planned
+    result = R.train(course, device=torch.device("cpu"), seconds=1.0, warmup=1)
+    assert result["train_seconds"] >= 1.0 and result["steps"] >= 2
+    assert result["images_seen"] == result["steps"] * course.trainer.config.batch_size
+    # planned from the measured step time (steps past the plan run at the schedule's floor, 10 % of lr)
+    assert result["lr_schedule_steps"] != 200 and result["lr_schedule_steps"] >= 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--only", "nonsense"], ["--only", "'nonsense'", "seed, diffusers, course"]),
+    (["--sample-steps", "50,0"], ["--sample-steps", "'50,0'", "positive step counts"]),
+    (["--train-seconds", "-5"], ["--train-seconds", "'-5'", "positive number of seconds"]),
+    (["--steps", "10", "--epochs", "1"], ["--epochs", "not allowed with argument --steps"]),
+    (["--device", "tpu"], ["--device", "invalid choice: 'tpu'"]),
+], ids=["only", "sample-steps", "train-seconds", "steps-and-epochs", "device"])
+def test_bad_flags_are_named_in_the_error(args, words):
+    result = run_references(*args, timeout=120)
+    assert result.returncode == 2, result.stderr
+    for word in words:
+        assert word in result.stderr, (word, result.stderr)
+
+
+def test_cpu_track_smoke_scores_a_curve_with_guidance(tmp_path):
+    before = RESULTS_MD.read_bytes()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cpu_track.py"), "--smoke", "--out", str(tmp_path / "run"),
+         "--set", "class_conditional=True", "--guidance", "1,3"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert RESULTS_MD.read_bytes() == before
+    path = Path([line for line in result.stdout.splitlines() if line.startswith("wrote ")][0][len("wrote "):])
+    try:
+        saved = json.loads(path.read_text())
+    finally:
+        path.unlink(missing_ok=True)
+    assert saved["smoke"] is True and saved["config"]["class_conditional"] is True
+    curve = saved["curve"]
+    assert [p["step"] for p in curve] == [6, 12]
+    assert curve[0]["train_seconds"] < curve[1]["train_seconds"]
+    for point in curve:
+        assert point["unconditional"]["num_samples"] == 40
+        assert set(point["guided"]) == {"1.0", "3.0"}
+        assert all(0 <= g["accuracy"] <= 1 for g in point["guided"].values())
+    assert not [x for x in numbers(saved) if not math.isfinite(x)]
+    assert sorted(p.name for p in (tmp_path / "run").glob("ckpt_*.pt")) == ["ckpt_00000006.pt", "ckpt_00000012.pt"]
+
+
+def test_cpu_track_bad_flag_is_named():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_track.py"), "--guidance", "2,-1"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "--guidance" in result.stderr and "'2,-1'" in result.stderr
+
+
+def test_ddp_throughput_smoke_compares_one_and_two_processes():
+    before = RESULTS_MD.read_bytes()
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--smoke",
+                             "--nproc", "1,2"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert RESULTS_MD.read_bytes() == before
+    path = Path([line for line in result.stdout.splitlines() if line.startswith("wrote ")][0][len("wrote "):])
+    try:
+        runs = json.loads(path.read_text())["runs"]
+    finally:
+        path.unlink(missing_ok=True)
+    assert [r["processes"] for r in runs] == [1, 2]
+    assert [r["global_batch"] for r in runs] == [16, 32]
+    assert all(r["images_per_second"] > 0 and math.isfinite(r["images_per_second"]) for r in runs)
