@@ -76,15 +76,23 @@ def test_unwritable_output_folder_is_clear(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_saves_a_checkpoint_then_exits(tmp_path, data_dir, sig):
     out = tmp_path / "run"
+    # A job started in the background of a non-interactive shell inherits SIGINT *ignored*, and Python keeps it
+    # so: give the child the default handler, as a terminal's foreground process has.
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_helpers", "train", "--preset", "smoke", "--out", str(out),
                              "--steps", "100000", "--set", "checkpoint_every=100000", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    first_line = proc.stdout.readline()  # printed just before training starts
-    assert first_line.startswith("training preset"), first_line
-    time.sleep(4)  # a few training steps
-    proc.send_signal(sig)  # Ctrl-C, or SIGTERM as sent by Colab and job schedulers
-    stdout, stderr = proc.communicate(timeout=120)
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        first_line = proc.stdout.readline()  # printed just before training starts
+        assert first_line.startswith("training preset"), first_line
+        time.sleep(4)  # a few training steps
+        proc.send_signal(sig)  # Ctrl-C, or SIGTERM as sent by Colab and job schedulers
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a 100,000-step training running behind a failed test
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, stderr
     assert "checkpoint saved" in stdout and "stopped by the user" in stderr
     saved = list_checkpoints(out)
