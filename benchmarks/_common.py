@@ -34,6 +34,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_int_list(text: str, what: str) -> list[int]:
+    """Parse ``"1000,50,20"`` into positive ints (duplicates dropped), or raise an argparse error naming ``what``."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive {what}, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
 def machine() -> str:
     """A short description of where this runs: the GPU's name, or the CPU model and thread count."""
     if torch.cuda.is_available():

@@ -33,13 +33,7 @@ from ddpm_helpers.train import Trainer, TrainConfig, select_device  # noqa: E402
 
 
 def process_counts(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive process counts, e.g. 1,2; got {text!r}")
-    return values
+    return _common.positive_int_list(text, "process counts (e.g. 1,2)")
 
 
 positive_int = _common.positive_int

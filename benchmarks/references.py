@@ -92,8 +92,7 @@ SMOKE_NUM_SAMPLES = 16
 SMOKE_SAMPLE_STEPS = (10, 5)
 
 
-def synchronize(device: torch.device) -> None:
-    _common.synchronize(device)
+synchronize = _common.synchronize
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -426,15 +425,7 @@ def reference_list(text: str) -> list[str]:
 
 
 def step_counts(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated positive step counts (e.g. 1000,50,20; a count >= T means full DDPM), "
-            f"got {text!r}")
-    return list(dict.fromkeys(values))
+    return _common.positive_int_list(text, "step counts (e.g. 1000,50,20; a count >= T means full DDPM)")
 
 
 def existing_dir(text: str) -> str:
