@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ddpm_helpers import metrics, viz
+from ddpm_helpers._validate import check_timesteps, skip_value_checks
 from ddpm_helpers.checkpoint import load_checkpoint
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
@@ -26,6 +27,13 @@ COND = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes
 NAN = torch.full((2, 1, 4, 4), math.nan)
 TINY = TrainConfig(num_timesteps=10, base_channels=8, channel_mults=(1,), steps=1, batch_size=2, progress=False)
 IMG = torch.zeros(4, 1, 28, 28)
+
+
+class NanNet(torch.nn.Module):
+    """A "diverged" denoiser: its output is NaN."""
+
+    def forward(self, x, t):
+        return x * math.nan
 
 CASES = [
     # schedules
@@ -79,6 +87,8 @@ CASES = [
     ("ddpm steps", lambda: sample(NET, S, 2, method="ddpm", steps=5), ValueError, "steps must be None or T=10"),
     ("guidance < 0", lambda: sample(COND, S, 2, y=torch.tensor([1, 2]), guidance_scale=-1.0), ValueError,
      r"guidance_scale must be a finite number in \[0.0, inf\]"),
+    ("sample NaN model", lambda: sample(NanNet(), S, 2, device="cpu"), FloatingPointError,
+     "sampling produced 1568 NaN or Inf values out of 1568"),
     ("guidance NaN", lambda: sample(COND, S, 2, guidance_scale=math.nan), ValueError, "guidance_scale must be a finite"),
     ("num_samples 0", lambda: sample(NET, S, 0), ValueError, r"num_samples must be an integer in \[1, inf\]"),
     ("sigma name", lambda: sample(NET, S, 1, sigma="small"), ValueError, "sigma must be one of 'beta_tilde', 'beta'"),
@@ -132,3 +142,19 @@ def test_table_is_large_enough():
 def test_bad_input_raises_clear_error(name, call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+def test_skip_value_checks_skips_only_value_reads_and_only_inside():
+    with skip_value_checks():
+        S.q_sample(NAN, T2)  # the NaN check reads values: skipped
+        check_timesteps("t", torch.tensor([0, 99]), 10)  # so is the timestep range
+        with pytest.raises(ValueError, match="x0 must have 2 or 3 or 4 or 5 dimensions"):
+            S.q_sample(torch.zeros(3), T2)  # shape checks stay on
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        S.q_sample(NAN, T2)
+    with pytest.raises(ValueError, match=r"in \[0, 9\]"):
+        check_timesteps("t", torch.tensor([0, 99]), 10)
+    with pytest.raises(RuntimeError), skip_value_checks():  # an error inside the block ...
+        raise RuntimeError
+    with pytest.raises(ValueError, match="NaN or Inf"):  # ... does not leave the checks off
+        S.q_sample(NAN, T2)

@@ -7,11 +7,41 @@ so that a learner sees at once what to change. Nothing is clamped silently.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+
+
+_skip_depth = 0  # > 0 inside skip_value_checks()
+
+
+@contextlib.contextmanager
+def skip_value_checks():
+    """Inside this block, checks that must *read* tensor values (NaN/Inf, timestep ranges) are skipped.
+
+    Reading a value of a GPU tensor makes the CPU wait until the GPU has finished all queued work, so
+    such checks on every call of a training or sampling loop stall the GPU. The package's own loops
+    (``Trainer.train_step``, ``sampling.sample``) use this block for tensors they made themselves and
+    checked once; shape, dtype and argument checks stay on. Outside the block, and for your own calls,
+    every check runs. Value checks are also skipped while ``torch.compile`` traces a function and
+    while a CUDA graph is being captured (neither may read tensor values).
+    """
+    global _skip_depth
+    _skip_depth += 1
+    try:
+        yield
+    finally:
+        _skip_depth -= 1
+
+
+def _read_values(value: torch.Tensor) -> bool:
+    """Whether a check may read the values of ``value`` (see :func:`skip_value_checks`)."""
+    if _skip_depth or torch.compiler.is_compiling():
+        return False
+    return not (value.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def _show(value: Any) -> str:
@@ -89,7 +119,7 @@ def check_tensor(
         raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
     if floating is False and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
         raise TypeError(f"{name} must have an integer dtype (e.g. torch.long), got {value.dtype}")
-    if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    if finite and value.is_floating_point() and _read_values(value) and not bool(torch.isfinite(value).all()):
         n_bad = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name} contains {n_bad} NaN or Inf values; inputs must be finite")
     return value
@@ -101,7 +131,7 @@ def check_timesteps(name: str, t: Any, num_timesteps: int, batch: int | None = N
         t = torch.tensor([t])
     check_tensor(name, t, ndim=(0, 1), floating=False)
     t = t.reshape(-1)
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_timesteps):
+    if t.numel() and _read_values(t) and (int(t.min()) < 0 or int(t.max()) >= num_timesteps):
         raise ValueError(
             f"{name} must hold 0-based timestep indices in [0, {num_timesteps - 1}] "
             f"(T = {num_timesteps}); got values in [{int(t.min())}, {int(t.max())}]"

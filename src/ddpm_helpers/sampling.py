@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_float, check_int, check_tensor
+from ._validate import check_choice, check_float, check_int, check_tensor, skip_value_checks
 from .schedules import PREDICTION_TYPES, NoiseSchedule
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
@@ -35,7 +35,7 @@ def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
 
 def _x0_eps(schedule, model_output, x_t, t: int, prediction: str, clip_x0: bool):
     """Stage 1-2 of every step: from the network's output to (x0_hat, eps_hat)."""
-    t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long)
+    t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
     x0, eps = schedule.to_x0_and_eps(model_output, x_t, t_batch, prediction)
     if clip_x0:  # pixels live in [-1, 1]; keep the estimate there and make eps agree with it
         x0 = x0.clamp(-1, 1)
@@ -297,32 +297,40 @@ def sample(
     was_training = model.training
     model.eval()
     try:
-        x = torch.randn((num_samples, *image_shape), generator=generator,
-                        device=device if generator is None else generator.device).to(device)
-        trajectory = [(T - 1, x.cpu())] if return_trajectory else []
-        previous = None  # dpm++2m: (t, x0_hat) of the step before
-        iterator = timesteps
-        if progress:
-            from tqdm.auto import tqdm
+        # the loop feeds the model only tensors it made itself: no value checks (each would stall a GPU)
+        with skip_value_checks():
+            x = torch.randn((num_samples, *image_shape), generator=generator,
+                            device=device if generator is None else generator.device).to(device)
+            trajectory = [(T - 1, x.cpu())] if return_trajectory else []
+            previous = None  # dpm++2m: (t, x0_hat) of the step before
+            iterator = timesteps
+            if progress:
+                from tqdm.auto import tqdm
 
-            iterator = tqdm(timesteps, desc=f"{method} sampling", leave=False)
-        for i, t in enumerate(iterator):
-            out = predict(model, x, t, y, guidance_scale).float()
-            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            if method == "ddpm":
-                x, _ = ddpm_step(schedule, out, t, x, prediction=prediction, sigma=sigma, clip_x0=clip_x0,
-                                 generator=generator)
-            elif method == "ddim":
-                x, _ = ddim_step(schedule, out, t, t_prev, x, eta=eta, prediction=prediction, clip_x0=clip_x0,
-                                 generator=generator)
-            else:
-                x, x0 = dpm_solver_2m_step(schedule, out, t, t_prev, x, previous=previous, prediction=prediction,
-                                           clip_x0=clip_x0)
-                previous = (t, x0)
-            if return_trajectory and ((i + 1) % trajectory_every == 0 or i + 1 == len(timesteps)):
-                trajectory.append((t_prev, x.cpu()))
+                iterator = tqdm(timesteps, desc=f"{method} sampling", leave=False)
+            for i, t in enumerate(iterator):
+                out = predict(model, x, t, y, guidance_scale).float()
+                t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+                if method == "ddpm":
+                    x, _ = ddpm_step(schedule, out, t, x, prediction=prediction, sigma=sigma, clip_x0=clip_x0,
+                                     generator=generator)
+                elif method == "ddim":
+                    x, _ = ddim_step(schedule, out, t, t_prev, x, eta=eta, prediction=prediction, clip_x0=clip_x0,
+                                     generator=generator)
+                else:
+                    x, x0 = dpm_solver_2m_step(schedule, out, t, t_prev, x, previous=previous, prediction=prediction,
+                                               clip_x0=clip_x0)
+                    previous = (t, x0)
+                if return_trajectory and ((i + 1) % trajectory_every == 0 or i + 1 == len(timesteps)):
+                    trajectory.append((t_prev, x.cpu()))
     finally:
         model.train(was_training)
+    bad = int((~torch.isfinite(x)).sum())  # one check at the end instead of one per step
+    if bad:
+        raise FloatingPointError(
+            f"sampling produced {bad} NaN or Inf values out of {x.numel()}: the model's output was not finite "
+            "(a diverged training run, or a model given inputs it cannot handle); check the model on one batch first"
+        )
     if clip_x0:  # images: pixels live in [-1, 1] (the seed showed unclamped outputs); other data is left alone
         x = x.clamp(-1, 1)
     return (x, trajectory) if return_trajectory else x

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import __version__, distributed
-from ._validate import check_choice, check_float, check_int, check_tensor
+from ._validate import check_choice, check_float, check_int, check_tensor, skip_value_checks
 from .checkpoint import (
     CheckpointError,
     check_same_config,
@@ -354,7 +354,8 @@ class Trainer:
         if self.labels is not None:
             y = drop_labels(self.labels[idx], self.model.num_classes, cfg.label_drop_prob)[mine]
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+        # the batch was drawn here from images checked at start-up: no value checks (each would stall a GPU)
+        with skip_value_checks(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             loss = diffusion_loss(self.ddp_model or self.model, self.schedule, x0, y, prediction=cfg.prediction,
                                   min_snr_gamma=cfg.min_snr_gamma, t=t, noise=noise)
         self.optimizer.zero_grad(set_to_none=True)
