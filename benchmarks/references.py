@@ -280,9 +280,9 @@ class CourseReference:
     name = "course"
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, device: torch.device, *, preset: str,
-                 steps: int | None = None, smoke: bool = False):
+                 steps: int | None = None, smoke: bool = False, overrides: dict | None = None):
         self.preset = get_preset(preset)
-        values = {**self.preset.train.to_dict(), "progress": False}
+        values = {**self.preset.train.to_dict(), **(overrides or {}), "progress": False}
         if steps is not None:
             values["steps"] = steps
         if smoke:  # a tiny batch, like the other references' smoke runs

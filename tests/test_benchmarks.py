@@ -171,3 +171,69 @@ def test_ddp_throughput_smoke_compares_one_and_two_processes():
     assert [r["processes"] for r in runs] == [1, 2]
     assert [r["global_batch"] for r in runs] == [16, 32]
     assert all(r["images_per_second"] > 0 and math.isfinite(r["images_per_second"]) for r in runs)
+
+
+def run_script(name, *args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                          "PYTHONWARNINGS": "ignore"})
+
+
+def saved_results(stdout):
+    """The JSON files a benchmark printed as 'wrote PATH' (deleted after reading)."""
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith("wrote "):
+            path = Path(line[len("wrote "):])
+            assert path.parent == ROOT / "benchmarks" / "results" / "smoke"
+            try:
+                out.append(json.loads(path.read_text()))
+            finally:
+                path.unlink(missing_ok=True)
+    return out
+
+
+def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
+    before = RESULTS_MD.read_bytes()
+    result = run_script("levers.py", "--smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert RESULTS_MD.read_bytes() == before
+    speed, quality = saved_results(result.stdout)
+    assert (speed["name"], quality["name"]) == ("levers_speed", "levers_quality")
+    rows = {r["lever"]: r for r in speed["rows"]}
+    assert list(rows) == ["baseline", "Trainer.train_step", "data on host", "bf16 autocast", "AdamW fused",
+                          "AdamW for-loop", "EMA for-loop", "channels_last", "batch x0.5", "batch x2"]
+    assert not [r for r in rows.values() if "error" in r], rows
+    base = rows["baseline"]
+    assert base["images_per_second"] > 0 and base["speedup"] == 1.0
+    # the same seed and batch size: a speed lever must give the baseline's losses (bf16 rounds a little)
+    for name in ("data on host", "AdamW fused", "AdamW for-loop", "EMA for-loop", "channels_last"):
+        assert abs(rows[name]["mean_loss"] - base["mean_loss"]) < 1e-4, (name, rows[name]["mean_loss"])
+    assert abs(rows["bf16 autocast"]["mean_loss"] - base["mean_loss"]) < 1e-2
+    assert abs(rows["Trainer.train_step"]["mean_loss"] - base["mean_loss"]) < 0.1 * base["mean_loss"]
+    assert rows["batch x2"]["batch_size"] == 2 * base["batch_size"] == 4 * rows["batch x0.5"]["batch_size"]
+    levers = [r["lever"] for r in quality["rows"]]
+    assert levers == ["baseline", "batch x2, lr x sqrt2", "batch x0.5, lr / sqrt2", "linear schedule",
+                      "v-prediction", "width 8", "width 24", "2 ResBlock(s) per level"], levers
+    assert not [r for r in quality["rows"] if "error" in r]
+    draws = [(s["method"], s["steps"]) for s in quality["rows"][0]["samples"]]
+    assert draws == [("ddim", 2), ("ddim", 5), ("dpm++2m", 2)]
+    for r in quality["rows"]:
+        assert r["train"]["steps"] == 4 and r["parameters"] > 0
+        assert all(s["metrics"]["num_samples"] == 16 for s in r["samples"])
+    widths = {r["lever"]: r["parameters"] for r in quality["rows"]}
+    assert widths["width 8"] < widths["baseline"] < widths["width 24"]
+    assert not [x for x in numbers(speed) if not math.isfinite(x)]
+    assert not [x for x in numbers(quality) if not math.isfinite(x)]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--part", "speed,fast"], ["--part", "speed, quality", "'speed,fast'"]),
+    (["--speed-steps", "0"], ["--speed-steps", "positive integer", "'0'"]),
+    (["--quality-seconds", "-3"], ["--quality-seconds", "positive number of seconds", "'-3'"]),
+])
+def test_levers_bad_flags_are_named(args, words):
+    result = run_script("levers.py", *args, timeout=120)
+    assert result.returncode == 2, result.stderr
+    for word in words:
+        assert word in result.stderr, (word, result.stderr)

@@ -1,0 +1,482 @@
+"""Which levers make the course's recipe train faster, or better in the same time? One lever at a time.
+
+Two parts, each starting from one baseline, the course's preset (``gpu`` on CUDA, ``cpu`` on a
+CPU, ``smoke`` with ``--smoke``), and changing one thing per row:
+
+**speed** (``--part speed``): training images per second of one step of the recipe's maths (the
+same loss as ``Trainer.train_step``: batch, t, noise, label dropout, autocast, ``diffusion_loss``,
+backward, gradient clipping, AdamW, the LR warm-up/cosine and the EMA with its decay warm-up). The
+baseline step keeps the data on the device, draws the batch there, never reads the loss back
+during the timed steps (one read at the end) and uses the Trainer's choices: bf16 autocast and
+fused AdamW on CUDA (fp32 and foreach AdamW on a CPU), a foreach EMA. The rows:
+
+* ``Trainer.train_step``: the package's Trainer as it ships (it reads the loss and the gradient
+  norm every step, to name the step of a NaN, and draws batch indices on the CPU for exact resume);
+* ``data on host``: images kept in (pinned) CPU memory, the batch gathered there and copied over;
+* ``fp32`` (CUDA) / ``bf16`` (CPU): autocast flipped;
+* ``AdamW foreach`` and ``AdamW for-loop`` (instead of fused; on a CPU: for-loop and fused);
+* ``EMA for-loop``: one ``lerp_`` per tensor instead of one foreach call;
+* ``torch.compile``: the U-Net compiled (default mode); the one-off compile time is reported apart;
+* ``channels_last``: model and batch in NHWC (GroupNorm may convert back; this measures the net effect);
+* ``CUDA graph``: the whole step (batch draw, forward, backward, clipping, AdamW, EMA) captured once
+  and replayed (CUDA only; AdamW ``capturable``, learning rate and EMA weight as device tensors);
+* ``batch x0.5`` / ``batch x2``: throughput only (what they do to quality is in the other part).
+
+Every row reports images/s, the ratio to the baseline, the time of its first (warm-up) steps,
+the mean loss of its timed steps (a lever must not change the maths: these should agree) and,
+on CUDA, the peak memory.
+
+**quality** (``--part quality``): the real ``Trainer`` on a time budget (``--quality-seconds``
+each; the cosine LR schedule is fitted to the budget from the measured step time, as in
+``references.py``), then ``--quality-samples`` images drawn with DDIM 50 and scored by the
+package's metrics (Frechet distance beside the real-data floor, the share classified with
+confidence > 0.9, classes present). Rows: the baseline; batch x2 with lr x sqrt(2) and batch x0.5
+with lr / sqrt(2) (the square-root rule for Adam); a linear instead of a cosine schedule; eps instead
+of v prediction (or v instead of eps); half and 1.5 times the width; one ResBlock per level instead
+of two (or two instead of one). The baseline model is then also sampled with DDIM at 10, 20 and 50
+steps and with DPM-Solver++(2M) at 10 and 20 steps: the sampler lever.
+
+    # GPU (one H100/H200): speed about 2-3 min (compile included), quality about 5-6 min: run apart
+    python benchmarks/levers.py --part speed
+    python benchmarks/levers.py --part quality
+    # CPU (2 cores): the speed part on the cpu preset, about 4 minutes
+    python benchmarks/levers.py --part speed --speed-steps 40
+    # CI smoke (seconds; without torch.compile, which alone takes minutes on a CPU)
+    python benchmarks/levers.py --smoke
+
+Results: ``benchmarks/results/levers_speed-*.json`` / ``levers_quality-*.json`` and rows under
+``## levers_speed`` / ``## levers_quality`` in ``benchmarks/RESULTS.md`` (smoke runs: JSON under
+``results/smoke`` only). A lever that fails (say, ``torch.compile`` without a compiler) is recorded
+with its error, and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+import references  # noqa: E402
+
+from ddpm_helpers._validate import skip_value_checks  # noqa: E402
+from ddpm_helpers.data import DataNotFoundError, load_mnist  # noqa: E402
+from ddpm_helpers.losses import diffusion_loss, drop_labels  # noqa: E402
+from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
+from ddpm_helpers.sampling import sample  # noqa: E402
+from ddpm_helpers.train import DEVICES, Trainer, TrainConfig, select_device  # noqa: E402
+from ddpm_helpers.unet import UNet, count_parameters  # noqa: E402
+
+PARTS = ("speed", "quality")
+SMOKE_LIMIT = 2000
+GRAPH_WARMUP = 3  # eager steps on a side stream before a CUDA graph is captured (PyTorch's recipe)
+
+
+# ---- the speed part ---------------------------------------------------------------------------------
+class FastStep:
+    """One training step of the course's maths with every speed lever exposed (see the module docstring).
+
+    ``data``: "device" | "host"; ``amp``: "bf16" | "off"; ``optimizer``: "fused" | "foreach" | "loop";
+    ``ema``: "foreach" | "loop"; ``compile``, ``channels_last``, ``cuda_graph``: bools.
+    """
+
+    def __init__(self, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None, device: torch.device,
+                 *, data: str = "device", amp: str = "off", optimizer: str = "foreach", ema: str = "foreach",
+                 compile: bool = False, channels_last: bool = False, cuda_graph: bool = False):
+        if cuda_graph and device.type != "cuda":
+            raise ValueError("cuda_graph needs a CUDA device")
+        self.cfg, self.device, self.data, self.amp, self.ema_kind = config, device, data, amp, ema
+        self.channels_last, self.cuda_graph = channels_last, cuda_graph
+        torch.manual_seed(config.seed)
+        self.schedule = config.make_schedule().to(device)
+        self.model = UNet(config.unet_config()).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.params = list(self.model.parameters())
+        self.ema_params = list(self.ema_model.parameters())
+        conditional = config.class_conditional and labels is not None
+        if data == "device":
+            self.images = images.to(device)
+            self.labels = labels.to(device) if conditional else None
+        else:
+            pin = device.type == "cuda"
+            self.images = images.cpu().pin_memory() if pin else images.cpu()
+            self.labels = (labels.cpu().pin_memory() if pin else labels.cpu()) if conditional else None
+        # learning rate and EMA weight are tensors for a CUDA graph (a replay cannot see new Python floats)
+        self.lr = torch.tensor(config.lr, device=device) if cuda_graph else config.lr
+        self.ema_weight = torch.tensor(0.0, device=device) if cuda_graph else 0.0
+        kwargs = {"fused": True} if optimizer == "fused" else {"foreach": optimizer == "foreach"}
+        if cuda_graph:
+            kwargs["capturable"] = True
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=config.weight_decay, **kwargs)
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.step_count = 0
+        self.graph = None
+        self.static_loss = None
+
+    def _batch(self):
+        cfg, dev = self.cfg, self.device
+        n = self.images.shape[0]
+        if self.data == "device":
+            idx = torch.randint(0, n, (cfg.batch_size,), device=dev)
+            x0 = self.images[idx]
+            y = None if self.labels is None else self.labels[idx]
+        else:
+            idx = torch.randint(0, n, (cfg.batch_size,))
+            x0 = self.images[idx]
+            y = None if self.labels is None else self.labels[idx]
+            if dev.type == "cuda":
+                x0, y = x0.pin_memory(), None if y is None else y.pin_memory()
+            x0 = x0.to(dev, non_blocking=True)
+            y = None if y is None else y.to(dev, non_blocking=True)
+        if self.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        t = torch.randint(0, self.schedule.num_timesteps, (cfg.batch_size,), device=dev)
+        noise = torch.randn_like(x0)
+        if y is not None:
+            y = drop_labels(y, self.model.num_classes, cfg.label_drop_prob)
+        return x0, t, noise, y
+
+    def _compute(self) -> torch.Tensor:
+        """Batch, loss, backward, clipping, AdamW and EMA: everything a CUDA graph captures."""
+        cfg = self.cfg
+        x0, t, noise, y = self._batch()
+        with skip_value_checks(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16",
+                                                 cache_enabled=not self.cuda_graph):
+            loss = diffusion_loss(self.forward, self.schedule, x0, y, prediction=cfg.prediction, t=t, noise=noise)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=not self.cuda_graph)
+        with torch.no_grad():
+            if self.ema_kind == "foreach":
+                torch._foreach_lerp_(self.ema_params, self.params, self.ema_weight)
+            else:
+                for e, p in zip(self.ema_params, self.params):
+                    e.lerp_(p, self.ema_weight)
+        return loss.detach()
+
+    def _set_schedules(self) -> None:
+        lr = self.cfg.lr * self.cfg.lr_at(self.step_count)
+        decay = min(self.cfg.ema_decay, (1 + self.step_count) / (10 + self.step_count))  # as ddpm_helpers.train.EMA
+        if self.cuda_graph:
+            self.lr.fill_(lr)
+            self.ema_weight.fill_(1 - decay)
+        else:
+            self.optimizer.param_groups[0]["lr"] = lr
+            self.ema_weight = 1 - decay
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: the optimizer state and cuBLAS handles exist before capture
+            for _ in range(GRAPH_WARMUP):
+                self._set_schedules()
+                self._compute()
+                self.step_count += 1
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_loss = self._compute()
+
+    def step(self) -> torch.Tensor:
+        """One step; returns the loss as a device tensor (not read back)."""
+        if self.cuda_graph and self.graph is None:
+            self._capture()
+        self._set_schedules()
+        if self.graph is not None:
+            self.graph.replay()
+            loss = self.static_loss.clone()
+        else:
+            loss = self._compute()
+        self.step_count += 1
+        return loss
+
+
+class TrainerStep:
+    """The package's ``Trainer.train_step`` as it ships, behind the same interface."""
+
+    def __init__(self, config: TrainConfig, images, labels, device):
+        self.trainer = Trainer(config, images, labels if config.class_conditional else None, device=device)
+        self.model = self.trainer.model
+
+    def step(self) -> torch.Tensor:
+        return torch.tensor(self.trainer.train_step())
+
+
+def speed_levers(device: torch.device, batch_size: int) -> list[tuple[str, dict, dict]]:
+    """(name, FastStep keyword arguments, TrainConfig overrides) per row; the first is the baseline."""
+    cuda = device.type == "cuda"
+    base = {"data": "device", "amp": "bf16" if cuda else "off", "optimizer": "fused" if cuda else "foreach",
+            "ema": "foreach", "compile": False, "channels_last": False, "cuda_graph": False}
+    rows = [("baseline", base, {}), ("Trainer.train_step", None, {}), ("data on host", {**base, "data": "host"}, {})]
+    rows.append(("fp32", {**base, "amp": "off"}, {}) if cuda else ("bf16 autocast", {**base, "amp": "bf16"}, {}))
+    for opt in ("fused", "foreach", "loop"):
+        if opt != base["optimizer"]:
+            rows.append((f"AdamW {'for-loop' if opt == 'loop' else opt}", {**base, "optimizer": opt}, {}))
+    rows += [("EMA for-loop", {**base, "ema": "loop"}, {}), ("torch.compile", {**base, "compile": True}, {}),
+             ("channels_last", {**base, "channels_last": True}, {})]
+    if cuda:
+        rows.append(("CUDA graph", {**base, "cuda_graph": True}, {}))
+    rows += [("batch x0.5", base, {"batch_size": max(1, batch_size // 2)}),
+             ("batch x2", base, {"batch_size": batch_size * 2})]
+    return rows
+
+
+def measure_speed(name: str, kwargs: dict | None, overrides: dict, config: TrainConfig, images, labels,
+                  device: torch.device, warmup: int, steps: int) -> dict:
+    cfg = TrainConfig.from_dict({**config.to_dict(), **overrides, "progress": False})
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    with _common.Timer(device) as build:
+        runner = TrainerStep(cfg, images, labels, device) if kwargs is None else FastStep(cfg, images, labels, device,
+                                                                                          **kwargs)
+    with _common.Timer(device) as first:
+        for _ in range(warmup):
+            runner.step()
+    losses = []
+    with _common.Timer(device) as timed:
+        for _ in range(steps):
+            losses.append(runner.step())
+    mean_loss = float(torch.stack([v.to(device).float() for v in losses]).mean())  # the one read-back
+    result = {"lever": name, "settings": kwargs, "overrides": overrides, "batch_size": cfg.batch_size,
+              "build_seconds": build.seconds, "warmup_steps": warmup, "warmup_seconds": first.seconds,
+              "timed_steps": steps, "timed_seconds": timed.seconds,
+              "images_per_second": cfg.batch_size * steps / max(timed.seconds, 1e-9), "mean_loss": mean_loss}
+    if device.type == "cuda":
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def run_speed(args, config: TrainConfig, images, labels, device: torch.device) -> list[dict]:
+    rows = []
+    levers = speed_levers(device, config.batch_size)
+    for name, kwargs, overrides in levers:
+        if args.only and name not in args.only and name != "baseline":
+            continue
+        if args.smoke and name == "torch.compile" and not (args.only and name in args.only):
+            continue  # compiling takes minutes on a CPU: not in CI's seconds-long smoke run
+        print(f"[speed] {name} ...", flush=True)
+        try:
+            row = measure_speed(name, kwargs, overrides, config, images, labels, device, args.warmup, args.speed_steps)
+        except Exception as err:  # a lever that fails is a result too; the others still run
+            traceback.print_exc()
+            row = {"lever": name, "settings": kwargs, "overrides": overrides,
+                   "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]}
+        base = rows[0].get("images_per_second") if rows else row.get("images_per_second")
+        if base and "images_per_second" in row:
+            row["speedup"] = row["images_per_second"] / base
+        rows.append(row)
+        if "error" in row:
+            print(f"[speed] {name}: failed ({row['error']})", flush=True)
+        else:
+            print(f"[speed] {name}: {row['images_per_second']:.0f} img/s (x{row.get('speedup', 1.0):.2f}), "
+                  f"first {args.warmup} steps {row['warmup_seconds']:.1f} s, mean loss {row['mean_loss']:.4f}",
+                  flush=True)
+    return rows
+
+
+def speed_row(date: str, machine: str, command: str, preset: str, r: dict) -> str:
+    if "error" in r:
+        cells = [date, machine, preset, r["lever"], "-", "-", "-", "-", "-", "-", f"failed: {r['error']}"]
+    else:
+        mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else "-"
+        cells = [date, machine, preset, r["lever"], str(r["batch_size"]), f"{r['images_per_second']:.0f}",
+                 f"{r.get('speedup', 1.0):.2f}", f"{r['warmup_seconds']:.1f} ({r['warmup_steps']})",
+                 f"{r['mean_loss']:.4f}", mem, ""]
+    cells.append(f"`{command}`")
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+# ---- the quality part -------------------------------------------------------------------------------
+def quality_levers(config: TrainConfig) -> list[tuple[str, dict]]:
+    """(name, TrainConfig overrides) per row; the first is the baseline."""
+    root2 = math.sqrt(2.0)
+    other_prediction = "eps" if config.prediction == "v" else "v"
+    other_schedule = "linear" if config.schedule == "cosine" else "cosine"
+    narrow, wide = max(8, config.base_channels // 2 // 8 * 8), int(config.base_channels * 1.5) // 8 * 8
+    depth = 1 if config.num_res_blocks > 1 else 2
+    return [
+        ("baseline", {}),
+        ("batch x2, lr x sqrt2", {"batch_size": config.batch_size * 2, "lr": config.lr * root2}),
+        ("batch x0.5, lr / sqrt2", {"batch_size": max(1, config.batch_size // 2), "lr": config.lr / root2}),
+        (f"{other_schedule} schedule", {"schedule": other_schedule}),
+        (f"{other_prediction}-prediction", {"prediction": other_prediction}),
+        (f"width {narrow}", {"base_channels": narrow}),
+        (f"width {wide}", {"base_channels": wide}),
+        (f"{depth} ResBlock(s) per level", {"num_res_blocks": depth}),
+    ]
+
+
+def draw(model, schedule, config: TrainConfig, n: int, method: str, steps: int, device, guidance: float) -> tuple:
+    out = []
+    with _common.Timer(device) as timer:
+        for start in range(0, n, references.SAMPLE_BATCH):
+            m = min(references.SAMPLE_BATCH, n - start)
+            y = (torch.arange(start, start + m) % 10).to(device) if config.class_conditional else None
+            out.append(sample(model, schedule, m, method=method, steps=steps, prediction=config.prediction, y=y,
+                              guidance_scale=guidance if y is not None else 1.0, device=device).float().cpu())
+    return torch.cat(out), timer.seconds
+
+
+def run_quality(args, preset: str, images, labels, device: torch.device, data_dir) -> list[dict]:
+    rows = []
+    base_cfg = get_preset(preset).train
+    guidance = get_preset(preset).guidance_scale
+    for name, overrides in quality_levers(base_cfg):
+        if args.only and name not in args.only and name != "baseline":
+            continue
+        print(f"[quality] {name} ...", flush=True)
+        try:
+            torch.manual_seed(0)
+            ref = references.CourseReference(images, labels, device, preset=preset, smoke=args.smoke,
+                                             overrides=overrides,
+                                             steps=args.quality_steps)
+            trained = references.train(ref, device=device,
+                                       steps=args.quality_steps, seconds=None if args.quality_steps else
+                                       args.quality_seconds)
+            cfg = ref.trainer.config
+            counts = (2, 5) if args.smoke else (10, 20, 50)  # DDIM steps; DPM++ at the smaller ones
+            draws = [("ddim", counts[-1])]
+            if not rows:  # the baseline: the sampler lever too
+                draws = [("ddim", k) for k in counts] + [("dpm++2m", k) for k in counts[:-1]]
+            scored = []
+            for method, k in draws:
+                k = min(k, cfg.num_timesteps)
+                torch.manual_seed(1)
+                x, seconds = draw(ref.trainer.ema_model, ref.trainer.schedule, cfg, args.quality_samples, method, k,
+                                  device, guidance)
+                metrics = _common.score(x, data_dir=data_dir)
+                scored.append({"method": method, "steps": k, "sample_seconds": seconds, "metrics": metrics})
+                print(f"[quality] {name}: {method} {k}: FD {metrics['frechet_distance']:.3f} "
+                      f"(floor {metrics['frechet_distance_floor']:.3f}), >0.9 {metrics['frac_confident_0.9']:.1%}",
+                      flush=True)
+            row = {"lever": name, "overrides": overrides, "parameters": count_parameters(ref.model),
+                   "train": trained, "samples": scored, "guidance": guidance if cfg.class_conditional else None}
+            del ref
+        except Exception as err:
+            traceback.print_exc()
+            row = {"lever": name, "overrides": overrides,
+                   "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]}
+        rows.append(row)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def quality_rows(date: str, machine: str, command: str, preset: str, r: dict) -> list[str]:
+    out = []
+    if "error" in r:
+        cells = [date, machine, preset, r["lever"]] + ["-"] * 9 + [f"failed: {r['error']}", f"`{command}`"]
+        return ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"]
+    tr = r["train"]
+    for s in r["samples"]:
+        m = s["metrics"]
+        sampler = "DPM++(2M)" if s["method"] == "dpm++2m" else s["method"].upper()
+        cells = [date, machine, preset, r["lever"], f"{r['parameters']:,}", f"{tr['train_seconds']:.0f}",
+                 str(tr["steps"]), f"{sampler} {s['steps']}", f"{s['sample_seconds']:.1f} ({m['num_samples']})",
+                 f"{_common.fmt(m['frechet_distance'])} / {_common.fmt(m['frechet_distance_floor'])} "
+                 f"({m['frechet_ratio']:.1f}x)", f"{m['frac_confident_0.9']:.1%}",
+                 str(references.classes_present(m["class_histogram"])),
+                 "-" if r.get("guidance") is None else f"{r['guidance']:g}", "", f"`{command}`"]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return out
+
+
+# ---- the command line -------------------------------------------------------------------------------
+def part_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names or any(n not in PARTS for n in names):
+        raise argparse.ArgumentTypeError(f"must be a comma-separated subset of {', '.join(PARTS)}, got {text!r}")
+    return [p for p in PARTS if p in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", type=part_list, default=list(PARTS), metavar="LIST",
+                        help="speed, quality or speed,quality (default: both)")
+    parser.add_argument("--only", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=None,
+                        metavar="LEVERS", help="run only these rows (by name; the baseline always runs)")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
+                        help="the baseline recipe (auto: smoke with --smoke, gpu on CUDA, cpu otherwise)")
+    parser.add_argument("--warmup", type=_common.positive_int, default=None, metavar="N",
+                        help="untimed steps before each speed row (default 10; smoke 2)")
+    parser.add_argument("--speed-steps", type=_common.positive_int, default=None, metavar="N",
+                        help="timed steps per speed row (default 200 on CUDA, 40 on a CPU; smoke 3)")
+    parser.add_argument("--quality-seconds", type=references.positive_seconds, default=30.0, metavar="S",
+                        help="training budget per quality row (default 30)")
+    parser.add_argument("--quality-steps", type=_common.positive_int, default=None, metavar="N",
+                        help="train each quality row for N steps instead of a time budget (smoke: 4)")
+    parser.add_argument("--quality-samples", type=references.sample_count, default=None, metavar="N",
+                        help="images scored per quality row and sampler (default 1000; smoke 16)")
+    parser.add_argument("--data-dir", type=references.existing_dir, default=None, metavar="DIR")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI (writes no RESULTS.md rows)")
+    parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = select_device(args.device)
+    except ValueError as err:
+        parser.error(f"argument --device: {err}")
+    preset = args.preset if args.preset != "auto" else (
+        "smoke" if args.smoke else ("gpu" if device.type == "cuda" else "cpu"))
+    args.warmup = args.warmup or (2 if args.smoke else 10)
+    args.speed_steps = args.speed_steps or (3 if args.smoke else (200 if device.type == "cuda" else 40))
+    args.quality_samples = args.quality_samples or (16 if args.smoke else 1000)
+    if args.smoke and args.quality_steps is None:
+        args.quality_steps = 4
+    data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
+    machine = _common.machine()
+    print(f"levers ({','.join(args.part)}) of the {preset!r} preset on {machine}", flush=True)
+    try:
+        with _common.Timer(device) as load:
+            images, labels = load_mnist("train", data_dir, allow_subset=args.smoke,
+                                        limit=SMOKE_LIMIT if args.smoke else None, device=device)
+    except DataNotFoundError as err:
+        print(f"error: {err} (or pass --data-dir)", file=sys.stderr)
+        return 2
+    config = get_preset(preset).train
+    if args.smoke:
+        config = TrainConfig.from_dict({**config.to_dict(), "batch_size": min(config.batch_size, 16)})
+    date, command = time.strftime("%Y-%m-%d"), _common.command_line()
+    common = {"device": str(device), "preset": preset, "threads": torch.get_num_threads(),
+              "data_load_seconds": load.seconds, "config": config.to_dict()}
+    paths = []
+    if "speed" in args.part:
+        rows = run_speed(args, config, images, labels, device)
+        table = "\n".join(speed_row(date, machine, command, preset, r) for r in rows)
+        paths.append(_common.record("levers_speed", {**common, "warmup": args.warmup, "speed_steps": args.speed_steps,
+                                                     "rows": rows}, table, smoke=args.smoke, force=args.record))
+        print(table)
+    if "quality" in args.part:
+        rows = run_quality(args, preset, images, labels, device, data_dir)
+        table = "\n".join(line for r in rows for line in quality_rows(date, machine, command, preset, r))
+        paths.append(_common.record("levers_quality", {**common, "quality_seconds": args.quality_seconds,
+                                                       "quality_steps": args.quality_steps,
+                                                       "quality_samples": args.quality_samples, "rows": rows},
+                                    table, smoke=args.smoke, force=args.record))
+        print(table)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
