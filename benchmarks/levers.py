@@ -71,7 +71,6 @@ from ddpm_helpers._validate import skip_value_checks  # noqa: E402
 from ddpm_helpers.data import DataNotFoundError, load_mnist  # noqa: E402
 from ddpm_helpers.losses import diffusion_loss, drop_labels  # noqa: E402
 from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
-from ddpm_helpers.sampling import sample  # noqa: E402
 from ddpm_helpers.train import DEVICES, Trainer, TrainConfig, select_device  # noqa: E402
 from ddpm_helpers.unet import UNet, count_parameters  # noqa: E402
 
@@ -319,17 +318,6 @@ def quality_levers(config: TrainConfig) -> list[tuple[str, dict]]:
     ]
 
 
-def draw(model, schedule, config: TrainConfig, n: int, method: str, steps: int, device, guidance: float) -> tuple:
-    out = []
-    with _common.Timer(device) as timer:
-        for start in range(0, n, references.SAMPLE_BATCH):
-            m = min(references.SAMPLE_BATCH, n - start)
-            y = (torch.arange(start, start + m) % 10).to(device) if config.class_conditional else None
-            out.append(sample(model, schedule, m, method=method, steps=steps, prediction=config.prediction, y=y,
-                              guidance_scale=guidance if y is not None else 1.0, device=device).float().cpu())
-    return torch.cat(out), timer.seconds
-
-
 def run_quality(args, preset: str, images, labels, device: torch.device, data_dir) -> list[dict]:
     rows = []
     base_cfg = get_preset(preset).train
@@ -355,8 +343,8 @@ def run_quality(args, preset: str, images, labels, device: torch.device, data_di
             for method, k in draws:
                 k = min(k, cfg.num_timesteps)
                 torch.manual_seed(1)
-                x, seconds = draw(ref.trainer.ema_model, ref.trainer.schedule, cfg, args.quality_samples, method, k,
-                                  device, guidance)
+                x, seconds = _common.draw_samples(ref.trainer.ema_model, ref.trainer.schedule, cfg,
+                                                  args.quality_samples, method, k, device, guidance=guidance)
                 metrics = _common.score(x, data_dir=data_dir)
                 scored.append({"method": method, "steps": k, "sample_seconds": seconds, "metrics": metrics})
                 print(f"[quality] {name}: {method} {k}: FD {metrics['frechet_distance']:.3f} "

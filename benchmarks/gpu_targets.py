@@ -1,0 +1,292 @@
+"""Does the course's recipe meet the GPU targets of time-to-quality and sampling speed?
+
+The targets (for one H100 or H200; the time includes loading the data onto the GPU):
+
+1. **36 s**: reach the quality of the ``diffusers`` baseline's 3-minute, 1000-step result (its
+   Frechet distance in ``references.py``) in at most 36 s, 5 times less;
+2. **2 minutes**: a Frechet distance within 3 times the real-data floor in at most 120 s;
+3. **few steps**: with 50 sampling steps or fewer, quality within 1.25 times the same model's
+   full-length (T-step DDPM) result;
+4. **fast sampling**: 2,000 samples in under 2 s.
+
+Two runs of the recipe (``--preset``, ``gpu`` by default; ``--set key=value`` changes any
+TrainConfig setting), each with its cosine learning-rate schedule fitted to its own budget from the
+measured step time (as in ``references.py``), because a recipe tuned for 36 s is not the one tuned
+for 120 s:
+
+* the **short** run trains for ``--short-seconds`` (36) minus the data-loading time and is scored
+  with ``--sampler`` (DDIM 50) on ``--num-samples`` (2,000) images, for target 1;
+* the **long** run trains for ``--long-seconds`` (120) minus the data-loading time and is scored
+  with full DDPM (all T steps) and every ``--fast-samplers`` setting (DDIM 50 and 20,
+  DPM-Solver++(2M) 20 and 10), for targets 2 to 4. Each set of 2,000 images is drawn in one batch
+  (``--sample-batch``); its wall time is the sampling time of target 4.
+
+Target 1 compares with the newest ``diffusers`` DDPM row that ``references.py`` wrote on the same
+machine (``benchmarks/results/references-*.json``), or with ``--diffusers-fd``. Without either it is
+reported as not comparable.
+
+    # GPU (one H100/H200): about 36 + 120 s of training, T-step DDPM on 2,000 images and scoring: ~5 min
+    python benchmarks/references.py --only diffusers   # first, once per machine (for target 1)
+    python benchmarks/gpu_targets.py
+    # CI smoke (seconds; the smoke preset on a CPU, tiny budgets, nothing written to RESULTS.md)
+    python benchmarks/gpu_targets.py --smoke
+
+Results: ``benchmarks/results/gpu_targets-*.json`` and rows under ``## gpu_targets`` in
+``benchmarks/RESULTS.md``; with ``--out DIR`` the long run's EMA weights (a checkpoint readable by
+``Trainer.load_model``) and a sample grid are written there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+import references  # noqa: E402
+
+from ddpm_helpers.cli import _parse_overrides  # noqa: E402
+from ddpm_helpers.data import DataNotFoundError, load_mnist  # noqa: E402
+from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
+from ddpm_helpers.train import DEVICES, select_device  # noqa: E402
+from ddpm_helpers.unet import count_parameters  # noqa: E402
+
+SMOKE_LIMIT = 2000
+TARGETS = {"short_seconds": 36.0, "long_seconds": 120.0, "floor_ratio": 3.0, "few_steps": 50,
+           "few_steps_ratio": 1.25, "fast_images": 2000, "fast_seconds": 2.0}
+
+
+def sampler_list(text: str) -> list[tuple[str, int]]:
+    """``"ddim:50,dpm++2m:20"`` -> [("ddim", 50), ("dpm++2m", 20)]."""
+    out = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        method, _, steps = item.partition(":")
+        if method not in ("ddim", "dpm++2m") or not steps.isdigit() or int(steps) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} in {text!r} is not METHOD:STEPS with METHOD ddim or dpm++2m and STEPS a positive integer "
+                "(e.g. ddim:50,dpm++2m:20)")
+        out.append((method, int(steps)))
+    if not out:
+        raise argparse.ArgumentTypeError(f"must list at least one METHOD:STEPS, got {text!r}")
+    return out
+
+
+def diffusers_reference(machine: str) -> dict | None:
+    """The newest ``diffusers`` DDPM (full-length) result of references.py on this machine, if any."""
+    best = None
+    for path in sorted(_common.RESULTS_DIR.glob("references-*.json")):
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        ref = saved.get("references", {}).get("diffusers")
+        if saved.get("machine") != machine or not ref:
+            continue
+        for s in ref.get("samples", []):
+            if s.get("sampler") == "DDPM":
+                best = {"file": path.name, "date": saved.get("date"), "train_seconds": ref["train"]["train_seconds"],
+                        "steps": s["steps"], "frechet_distance": s["metrics"]["frechet_distance"],
+                        "frechet_distance_floor": s["metrics"]["frechet_distance_floor"]}
+    return best
+
+
+def train_run(name: str, images, labels, device, args, budget: float, load_seconds: float) -> tuple[object, dict]:
+    """Train the recipe for ``budget`` seconds including ``load_seconds`` of data loading (or --steps in smoke)."""
+    torch.manual_seed(0)
+    overrides = dict(args.set or {})
+    ref = references.CourseReference(images, labels, device, preset=args.preset, smoke=args.smoke,
+                                     overrides=overrides, steps=args.steps)
+    seconds = None if args.steps else max(budget - load_seconds, 1.0)
+    print(f"[{name}] {ref.label}: {count_parameters(ref.model):,} parameters; training "
+          f"{f'{args.steps} steps' if args.steps else f'{seconds:.1f} s (+ {load_seconds:.1f} s of data loading)'}",
+          flush=True)
+    trained = references.train(ref, device=device, steps=args.steps, seconds=seconds)
+    trained["data_load_seconds"] = load_seconds
+    trained["total_seconds"] = trained["train_seconds"] + load_seconds
+    print(f"[{name}] {trained['steps']} steps in {trained['train_seconds']:.1f} s "
+          f"({trained['images_per_second']:.0f} img/s); with data loading {trained['total_seconds']:.1f} s", flush=True)
+    return ref, trained
+
+
+def score_draw(ref, method: str, steps: int | None, args, device, data_dir) -> dict:
+    cfg = ref.trainer.config
+    torch.manual_seed(1)
+    x, seconds = _common.draw_samples(ref.trainer.ema_model, ref.trainer.schedule, cfg, args.num_samples, method,
+                                      steps, device, guidance=ref.guidance or 1.0, batch=args.sample_batch)
+    metrics = _common.score(x, data_dir=data_dir)
+    actual = cfg.num_timesteps if method == "ddpm" else steps
+    print(f"  {method} {actual}: {args.num_samples} images in {seconds:.2f} s; FD {metrics['frechet_distance']:.3f} "
+          f"(floor {metrics['frechet_distance_floor']:.3f}, {metrics['frechet_ratio']:.2f}x), "
+          f">0.9 {metrics['frac_confident_0.9']:.1%}", flush=True)
+    return {"method": method, "steps": actual, "num_samples": args.num_samples, "sample_seconds": seconds,
+            "metrics": metrics, "_images": x}
+
+
+def judge(short: dict, long: dict, diffusers: dict | None, args) -> list[dict]:
+    """One verdict per target: what was wanted, what was measured, and whether it was met."""
+    verdicts = []
+    s_fd = short["draw"]["metrics"]["frechet_distance"]
+    s_time = short["train"]["total_seconds"]
+    if diffusers is None:
+        verdicts.append({"target": "diffusers' 3-min 1000-step quality in 36 s",
+                         "wanted": f"FD <= the diffusers DDPM row, in <= {args.short_seconds:g} s",
+                         "measured": f"FD {s_fd:.3g} after {s_time:.1f} s ({short['draw']['method']} "
+                                     f"{short['draw']['steps']})",
+                         "met": None, "note": "no diffusers row on this machine: run references.py --only diffusers"})
+    else:
+        verdicts.append({"target": "diffusers' 3-min 1000-step quality in 36 s",
+                         "wanted": f"FD <= {diffusers['frechet_distance']:.3g} (diffusers, {diffusers['train_seconds']:.0f}"
+                                   f" s, DDPM {diffusers['steps']}; {diffusers['file']}) in <= {args.short_seconds:g} s",
+                         "measured": f"FD {s_fd:.3g} after {s_time:.1f} s ({short['draw']['method']} "
+                                     f"{short['draw']['steps']})",
+                         "met": bool(s_fd <= diffusers["frechet_distance"] and s_time <= args.short_seconds + 1.0)})
+    full = long["draws"][0]
+    fast = long["draws"][1:]
+    best = min(fast, key=lambda d: d["metrics"]["frechet_distance"]) if fast else None
+    ratio_first = min(d["metrics"]["frechet_ratio"] for d in long["draws"])
+    l_time = long["train"]["total_seconds"]
+    verdicts.append({"target": "FD within 3x the real-data floor in 2 min",
+                     "wanted": f"FD / floor <= {TARGETS['floor_ratio']:g} in <= {args.long_seconds:g} s",
+                     "measured": f"{ratio_first:.2f}x (best sampler) after {l_time:.1f} s",
+                     "met": bool(ratio_first <= TARGETS["floor_ratio"] and l_time <= args.long_seconds + 1.0)})
+    if best is not None:
+        few = [d for d in fast if d["steps"] <= TARGETS["few_steps"]]
+        good = min(few, key=lambda d: d["metrics"]["frechet_distance"]) if few else None
+        full_fd = full["metrics"]["frechet_distance"]
+        if good is not None:
+            r = good["metrics"]["frechet_distance"] / full_fd
+            verdicts.append({"target": "<= 50 steps within 1.25x of the full-length result",
+                             "wanted": f"FD(<= 50 steps) <= 1.25 x FD(DDPM {full['steps']}) = {1.25 * full_fd:.3g}",
+                             "measured": f"{good['method']} {good['steps']}: FD {good['metrics']['frechet_distance']:.3g}"
+                                         f" = {r:.2f} x {full_fd:.3g}",
+                             "met": bool(r <= TARGETS["few_steps_ratio"])})
+            ok = [d for d in few if d["metrics"]["frechet_distance"] <= TARGETS["few_steps_ratio"] * full_fd]
+            quickest = min(ok or few, key=lambda d: d["sample_seconds"])
+            verdicts.append({"target": "2,000 samples in under 2 s",
+                             "wanted": f"{TARGETS['fast_images']:,} images in < {TARGETS['fast_seconds']:g} s, with a "
+                                       "sampler that meets the target above",
+                             "measured": f"{quickest['method']} {quickest['steps']}: {quickest['num_samples']:,} images "
+                                         f"in {quickest['sample_seconds']:.2f} s (batch {args.sample_batch})",
+                             "met": bool(ok) and quickest["num_samples"] >= TARGETS["fast_images"]
+                             and quickest["sample_seconds"] < TARGETS["fast_seconds"]})
+    return verdicts
+
+
+def parse_set(text: str) -> dict:
+    try:
+        return _parse_overrides([text])
+    except Exception as err:  # noqa: BLE001 (the CLI's own error type; the message names the pair)
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="the recipe (default: gpu; smoke with --smoke)")
+    parser.add_argument("--set", type=parse_set, action="append", metavar="KEY=VALUE",
+                        help="change one TrainConfig setting of the recipe (repeatable)")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--short-seconds", type=references.positive_seconds, default=TARGETS["short_seconds"],
+                        metavar="S", help="budget of the short run, data loading included (default 36)")
+    parser.add_argument("--long-seconds", type=references.positive_seconds, default=TARGETS["long_seconds"],
+                        metavar="S", help="budget of the long run, data loading included (default 120)")
+    parser.add_argument("--steps", type=_common.positive_int, default=None, metavar="N",
+                        help="train each run for N steps instead of a time budget (smoke: 6)")
+    parser.add_argument("--sampler", type=sampler_list, default=[("ddim", 50)], metavar="METHOD:STEPS",
+                        help="the short run's sampler (default ddim:50)")
+    parser.add_argument("--fast-samplers", type=sampler_list, default=None, metavar="LIST",
+                        help="the long run's few-step samplers (default ddim:50,ddim:20,dpm++2m:20,dpm++2m:10)")
+    parser.add_argument("--num-samples", type=references.sample_count, default=None, metavar="N",
+                        help="images per sampler setting (default 2000; smoke 16)")
+    parser.add_argument("--sample-batch", type=_common.positive_int, default=None, metavar="N",
+                        help="images per sampling batch (default: all at once on CUDA, 500 on a CPU)")
+    parser.add_argument("--diffusers-fd", type=references.positive_seconds, default=None, metavar="FD",
+                        help="the diffusers baseline's FD for target 1 (default: from references-*.json)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="also write the long run's EMA checkpoint and a sample grid here")
+    parser.add_argument("--data-dir", type=references.existing_dir, default=None, metavar="DIR")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI (writes no RESULTS.md rows)")
+    parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = select_device(args.device)
+    except ValueError as err:
+        parser.error(f"argument --device: {err}")
+    args.preset = args.preset or ("smoke" if args.smoke else "gpu")
+    args.set = {k: v for d in (args.set or []) for k, v in d.items()}
+    try:
+        get_preset(args.preset, **args.set)
+    except (TypeError, ValueError) as err:
+        parser.error(f"argument --set: {err}")
+    if args.smoke and args.steps is None:
+        args.steps = 6
+    args.num_samples = args.num_samples or (16 if args.smoke else TARGETS["fast_images"])
+    args.sample_batch = args.sample_batch or (args.num_samples if device.type == "cuda" else 500)
+    fast_samplers = args.fast_samplers or ([("ddim", 5), ("dpm++2m", 5)] if args.smoke else
+                                           [("ddim", 50), ("ddim", 20), ("dpm++2m", 20), ("dpm++2m", 10)])
+    if args.smoke and args.sampler == [("ddim", 50)]:
+        args.sampler = [("ddim", 5)]
+    data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
+    machine = _common.machine()
+    print(f"GPU targets of the {args.preset!r} recipe on {machine}", flush=True)
+    try:
+        with _common.Timer(device) as load:
+            images, labels = load_mnist("train", data_dir, allow_subset=args.smoke,
+                                        limit=SMOKE_LIMIT if args.smoke else None, device=device)
+    except DataNotFoundError as err:
+        print(f"error: {err} (or pass --data-dir)", file=sys.stderr)
+        return 2
+
+    ref, trained = train_run("short", images, labels, device, args, args.short_seconds, load.seconds)
+    method, k = args.sampler[0]
+    short_draw = score_draw(ref, method, k, args, device, data_dir)
+    short = {"train": trained, "settings": ref.settings, "draw": short_draw}
+    del ref
+    ref, trained = train_run("long", images, labels, device, args, args.long_seconds, load.seconds)
+    draws = [score_draw(ref, "ddpm", None, args, device, data_dir)]
+    draws += [score_draw(ref, m, min(k, ref.T), args, device, data_dir) for m, k in fast_samplers]
+    long = {"train": trained, "settings": ref.settings, "parameters": count_parameters(ref.model), "draws": draws}
+
+    diffusers = ({"file": "--diffusers-fd", "frechet_distance": args.diffusers_fd, "train_seconds": float("nan"),
+                  "steps": 1000} if args.diffusers_fd else diffusers_reference(machine))
+    verdicts = judge(short, long, diffusers, args)
+    if args.out is not None:
+        from ddpm_helpers.checkpoint import save_checkpoint
+        from ddpm_helpers.viz import save_grid
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(ref.trainer.state_dict(), args.out / "gpu_targets_long.pt")
+        best = min(draws[1:] or draws, key=lambda d: d["metrics"]["frechet_distance"])
+        save_grid(best["_images"][:64], args.out / "gpu_targets_long_samples.png")
+    for d in [short_draw, *draws]:
+        d.pop("_images")
+
+    date, command = time.strftime("%Y-%m-%d"), _common.command_line()
+    rows = "\n".join(
+        "| " + " | ".join(c.replace("|", "\\|") for c in [
+            date, machine, args.preset, v["target"], v["wanted"], v["measured"],
+            {True: "**yes**", False: "no", None: "n/a"}[v["met"]], v.get("note", ""), f"`{command}`"]) + " |"
+        for v in verdicts)
+    result = {"device": str(device), "preset": args.preset, "overrides": args.set, "targets": TARGETS,
+              "data_load_seconds": load.seconds, "short": short, "long": long, "diffusers": diffusers,
+              "verdicts": verdicts}
+    path = _common.record("gpu_targets", result, rows, smoke=args.smoke, force=args.record)
+    print(rows)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
