@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run benchmark or notebook commands on a lent GPU machine and bring every result back through $OUT.
+#
+# Prepare here once: bash scripts/device_wheels.sh (fills the git-ignored .whl/ and .data/). Then, as the
+# device tool's command, with carry [".whl", ".data"]:
+#     bash benchmarks/on_device.sh "python benchmarks/gpu_targets.py" "python benchmarks/levers.py --part speed"
+# Each command runs in turn; after each one, RESULTS.md, the new results/*.json and the log are copied to $OUT
+# (so a command that runs out of time loses nothing earlier). Copy them back into the checkout and commit.
+# Notebooks run in full mode with: jupyter nbconvert --to notebook --execute notebooks/05_training.ipynb
+# --output-dir "$OUT"  (DDPM_SMOKE is unset here).
+set -uo pipefail
+: "${OUT:?OUT is not set: run this through the device tool, or set OUT to a folder}"
+if [ -z "${SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then  # SKIP_WHEELS=1: test it on a CPU here
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "installing the carried wheels failed" >&2; exit 3; }
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/site/bin:$PATH"
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if ! command -v python > /dev/null; then  # the commands say "python"; the device may only have "python3"
+  mkdir -p /tmp/shim && ln -sf "$(command -v python3)" /tmp/shim/python && export PATH="/tmp/shim:$PATH"
+fi
+[ -d .data/MNIST/raw ] && export DDPM_DATA_DIR="$PWD/.data"
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
+unset DDPM_SMOKE
+mkdir -p "$OUT/results"
+{ nvidia-smi 2>&1 || true; python3 -c "import torch; print('torch', torch.__version__)"; } > "$OUT/machine.txt"
+status=0
+for cmd in "$@"; do
+  echo "=== $(date -u +%FT%TZ) $cmd" | tee -a "$OUT/log.txt"
+  start=$(date +%s)
+  bash -c "$cmd" 2>&1 | tee -a "$OUT/log.txt"
+  rc=${PIPESTATUS[0]}
+  echo "=== rc=$rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
+  [ "$rc" -ne 0 ] && status=$rc
+  cp benchmarks/RESULTS.md "$OUT/"
+  find benchmarks/results -maxdepth 1 -name '*.json' -newer "$OUT/machine.txt" -exec cp {} "$OUT/results/" \;
+done
+exit "$status"
