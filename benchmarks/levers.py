@@ -89,7 +89,8 @@ class FastStep:
 
     def __init__(self, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None, device: torch.device,
                  *, data: str = "device", amp: str = "off", optimizer: str = "foreach", ema: str = "foreach",
-                 compile: bool = False, channels_last: bool = False, cuda_graph: bool = False):
+                 compile: bool = False, channels_last: bool = False, cuda_graph: bool = False,
+                 device_schedules: bool | None = None):
         if cuda_graph and device.type != "cuda":
             raise ValueError("cuda_graph needs a CUDA device")
         self.cfg, self.device, self.data, self.amp, self.ema_kind = config, device, data, amp, ema
@@ -110,13 +111,15 @@ class FastStep:
             pin = device.type == "cuda"
             self.images = images.cpu().pin_memory() if pin else images.cpu()
             self.labels = (labels.cpu().pin_memory() if pin else labels.cpu()) if conditional else None
-        # learning rate and EMA weight are tensors for a CUDA graph (a replay cannot see new Python floats)
-        self.lr = torch.tensor(config.lr, device=device) if cuda_graph else config.lr
-        self.ema_weight = torch.tensor(0.0, device=device) if cuda_graph else 0.0
+        # a graph's replay cannot see new Python floats: learning rate and EMA weight live in device tensors
+        # (device_schedules=True does that without a graph, so that a CPU test can check those code paths)
+        tensors = cuda_graph if device_schedules is None else device_schedules
+        lr = torch.tensor(config.lr, device=device) if tensors else config.lr
+        self.ema_weight = torch.tensor(0.0, device=device) if tensors else 0.0
         kwargs = {"fused": True} if optimizer == "fused" else {"foreach": optimizer == "foreach"}
         if cuda_graph:
             kwargs["capturable"] = True
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=config.weight_decay, **kwargs)
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=config.weight_decay, **kwargs)
         self.forward = torch.compile(self.model) if compile else self.model
         self.step_count = 0
         self.graph = None
@@ -168,11 +171,14 @@ class FastStep:
     def _set_schedules(self) -> None:
         lr = self.cfg.lr * self.cfg.lr_at(self.step_count)
         decay = min(self.cfg.ema_decay, (1 + self.step_count) / (10 + self.step_count))  # as ddpm_helpers.train.EMA
-        if self.cuda_graph:
-            self.lr.fill_(lr)
+        group = self.optimizer.param_groups[0]
+        if isinstance(group["lr"], torch.Tensor):  # a CUDA graph reads it where it lies: change it in place
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+        if isinstance(self.ema_weight, torch.Tensor):
             self.ema_weight.fill_(1 - decay)
         else:
-            self.optimizer.param_groups[0]["lr"] = lr
             self.ema_weight = 1 - decay
 
     def _capture(self) -> None:
