@@ -45,6 +45,52 @@ def positive_int_list(text: str, what: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def existing_dir(text: str) -> str:
+    """An argparse type: a folder that exists (for --data-dir)."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder (it should hold MNIST/raw or the IDX files)")
+    return text
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """--device, --data-dir, --smoke and --record: the flags of every script that trains on MNIST."""
+    from ddpm_helpers.train import DEVICES
+
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--data-dir", type=existing_dir, default=None, metavar="DIR",
+                        help="folder with MNIST (default: $DDPM_DATA_DIR or the package's search order)")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI (writes no RESULTS.md rows)")
+    parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
+    """Parse the command line; returns (args, device). ``args.data_dir`` falls back to $DDPM_DATA_DIR."""
+    from ddpm_helpers.train import select_device
+
+    args = parser.parse_args(argv)
+    try:
+        device = select_device(args.device)
+    except ValueError as err:
+        parser.error(f"argument --device: {err}")
+    args.data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
+    return args, device
+
+
+def load_training_data(args: argparse.Namespace, device: torch.device, smoke_limit: int = 2000):
+    """(images, labels, seconds): MNIST's training set on ``device`` (the first ``smoke_limit`` images with
+    --smoke, which may also fall back to the shipped subset). Without the data: the message, and exit status 2."""
+    from ddpm_helpers.data import DataNotFoundError, load_mnist
+
+    try:
+        with Timer(device) as timer:
+            images, labels = load_mnist("train", args.data_dir, allow_subset=args.smoke,
+                                        limit=smoke_limit if args.smoke else None, device=device)
+    except DataNotFoundError as err:
+        print(f"error: {err} (or pass --data-dir)", file=sys.stderr)
+        raise SystemExit(2) from None
+    return images, labels, timer.seconds
+
+
 def machine() -> str:
     """A short description of where this runs: the GPU's name, or the CPU model and thread count."""
     if torch.cuda.is_available():

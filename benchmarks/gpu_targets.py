@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -52,9 +51,7 @@ import _common  # noqa: E402
 import references  # noqa: E402
 
 from ddpm_helpers.cli import _parse_overrides  # noqa: E402
-from ddpm_helpers.data import DataNotFoundError, load_mnist  # noqa: E402
 from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
-from ddpm_helpers.train import DEVICES, select_device  # noqa: E402
 from ddpm_helpers.unet import count_parameters  # noqa: E402
 
 SMOKE_LIMIT = 2000
@@ -192,7 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the recipe (default: gpu; smoke with --smoke)")
     parser.add_argument("--set", type=parse_set, action="append", metavar="KEY=VALUE",
                         help="change one TrainConfig setting of the recipe (repeatable)")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--short-seconds", type=references.positive_seconds, default=TARGETS["short_seconds"],
                         metavar="S", help="budget of the short run, data loading included (default 36)")
     parser.add_argument("--long-seconds", type=references.positive_seconds, default=TARGETS["long_seconds"],
@@ -211,19 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the diffusers baseline's FD for target 1 (default: from references-*.json)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="also write the long run's EMA checkpoint and a sample grid here")
-    parser.add_argument("--data-dir", type=references.existing_dir, default=None, metavar="DIR")
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI (writes no RESULTS.md rows)")
-    parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
+    _common.add_run_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        device = select_device(args.device)
-    except ValueError as err:
-        parser.error(f"argument --device: {err}")
+    args, device = _common.parse_run_args(parser, argv)
     args.preset = args.preset or ("smoke" if args.smoke else "gpu")
     args.set = {k: v for d in (args.set or []) for k, v in d.items()}
     try:
@@ -238,23 +228,17 @@ def main(argv: list[str] | None = None) -> int:
                                            [("ddim", 50), ("ddim", 20), ("dpm++2m", 20), ("dpm++2m", 10)])
     if args.smoke and args.sampler == [("ddim", 50)]:
         args.sampler = [("ddim", 5)]
-    data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
+    data_dir = args.data_dir
     machine = _common.machine()
     print(f"GPU targets of the {args.preset!r} recipe on {machine}", flush=True)
-    try:
-        with _common.Timer(device) as load:
-            images, labels = load_mnist("train", data_dir, allow_subset=args.smoke,
-                                        limit=SMOKE_LIMIT if args.smoke else None, device=device)
-    except DataNotFoundError as err:
-        print(f"error: {err} (or pass --data-dir)", file=sys.stderr)
-        return 2
+    images, labels, load_seconds = _common.load_training_data(args, device, SMOKE_LIMIT)
 
-    ref, trained = train_run("short", images, labels, device, args, args.short_seconds, load.seconds)
+    ref, trained = train_run("short", images, labels, device, args, args.short_seconds, load_seconds)
     method, k = args.sampler[0]
     short_draw = score_draw(ref, method, k, args, device, data_dir)
     short = {"train": trained, "settings": ref.settings, "draw": short_draw}
     del ref
-    ref, trained = train_run("long", images, labels, device, args, args.long_seconds, load.seconds)
+    ref, trained = train_run("long", images, labels, device, args, args.long_seconds, load_seconds)
     draws = [score_draw(ref, "ddpm", None, args, device, data_dir)]
     draws += [score_draw(ref, m, min(k, ref.T), args, device, data_dir) for m, k in fast_samplers]
     long = {"train": trained, "settings": ref.settings, "parameters": count_parameters(ref.model), "draws": draws}
@@ -280,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             {True: "**yes**", False: "no", None: "n/a"}[v["met"]], v.get("note", ""), f"`{command}`"]) + " |"
         for v in verdicts)
     result = {"device": str(device), "preset": args.preset, "overrides": args.set, "targets": TARGETS,
-              "data_load_seconds": load.seconds, "short": short, "long": long, "diffusers": diffusers,
+              "data_load_seconds": load_seconds, "short": short, "long": long, "diffusers": diffusers,
               "verdicts": verdicts}
     path = _common.record("gpu_targets", result, rows, smoke=args.smoke, force=args.record)
     print(rows)

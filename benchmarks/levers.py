@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import sys
 import time
 import traceback
@@ -68,10 +67,9 @@ import _common  # noqa: E402
 import references  # noqa: E402
 
 from ddpm_helpers._validate import skip_value_checks  # noqa: E402
-from ddpm_helpers.data import DataNotFoundError, load_mnist  # noqa: E402
 from ddpm_helpers.losses import diffusion_loss, drop_labels  # noqa: E402
 from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
-from ddpm_helpers.train import DEVICES, Trainer, TrainConfig, select_device  # noqa: E402
+from ddpm_helpers.train import Trainer, TrainConfig  # noqa: E402
 from ddpm_helpers.unet import UNet, count_parameters  # noqa: E402
 
 PARTS = ("speed", "quality")
@@ -403,7 +401,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="speed, quality or speed,quality (default: both)")
     parser.add_argument("--only", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=None,
                         metavar="LEVERS", help="run only these rows (by name; the baseline always runs)")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
                         help="the baseline recipe (auto: smoke with --smoke, gpu on CUDA, cpu otherwise)")
     parser.add_argument("--warmup", type=_common.positive_int, default=None, metavar="N",
@@ -416,19 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train each quality row for N steps instead of a time budget (smoke: 4)")
     parser.add_argument("--quality-samples", type=references.sample_count, default=None, metavar="N",
                         help="images scored per quality row and sampler (default 1000; smoke 16)")
-    parser.add_argument("--data-dir", type=references.existing_dir, default=None, metavar="DIR")
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI (writes no RESULTS.md rows)")
-    parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
+    _common.add_run_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        device = select_device(args.device)
-    except ValueError as err:
-        parser.error(f"argument --device: {err}")
+    args, device = _common.parse_run_args(build_parser(), argv)
     preset = args.preset if args.preset != "auto" else (
         "smoke" if args.smoke else ("gpu" if device.type == "cuda" else "cpu"))
     args.warmup = args.warmup or (2 if args.smoke else 10)
@@ -436,22 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     args.quality_samples = args.quality_samples or (16 if args.smoke else 1000)
     if args.smoke and args.quality_steps is None:
         args.quality_steps = 4
-    data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
+    data_dir = args.data_dir
     machine = _common.machine()
     print(f"levers ({','.join(args.part)}) of the {preset!r} preset on {machine}", flush=True)
-    try:
-        with _common.Timer(device) as load:
-            images, labels = load_mnist("train", data_dir, allow_subset=args.smoke,
-                                        limit=SMOKE_LIMIT if args.smoke else None, device=device)
-    except DataNotFoundError as err:
-        print(f"error: {err} (or pass --data-dir)", file=sys.stderr)
-        return 2
+    images, labels, load_seconds = _common.load_training_data(args, device, SMOKE_LIMIT)
     config = get_preset(preset).train
     if args.smoke:
         config = TrainConfig.from_dict({**config.to_dict(), "batch_size": min(config.batch_size, 16)})
     date, command = time.strftime("%Y-%m-%d"), _common.command_line()
     common = {"device": str(device), "preset": preset, "threads": torch.get_num_threads(),
-              "data_load_seconds": load.seconds, "config": config.to_dict()}
+              "data_load_seconds": load_seconds, "config": config.to_dict()}
     paths = []
     if "speed" in args.part:
         rows = run_speed(args, config, images, labels, device)

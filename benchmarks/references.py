@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -75,11 +74,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from ddpm_helpers.data import DataNotFoundError, load_mnist  # noqa: E402
 from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
 from ddpm_helpers.sampling import sample as course_sample  # noqa: E402
 from ddpm_helpers.schedules import NoiseSchedule  # noqa: E402
-from ddpm_helpers.train import DEVICES, Trainer, TrainConfig, select_device  # noqa: E402
+from ddpm_helpers.train import Trainer, TrainConfig  # noqa: E402
 
 REFERENCES = ("seed", "diffusers", "course")
 SAMPLE_BATCH = 500
@@ -428,18 +426,11 @@ def step_counts(text: str) -> list[int]:
     return _common.positive_int_list(text, "step counts (e.g. 1000,50,20; a count >= T means full DDPM)")
 
 
-def existing_dir(text: str) -> str:
-    if not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a folder (it should hold MNIST/raw or the IDX files)")
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=reference_list, default=list(REFERENCES), metavar="LIST",
                         help=f"comma-separated references to run (default: {','.join(REFERENCES)})")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--train-seconds", type=positive_seconds, metavar="S",
                         help="train every reference for S seconds (default: seed 10 epochs, diffusers 180 s, "
@@ -452,10 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampler step counts (default 1000,50,20; smoke 10,5); >= T means full DDPM")
     parser.add_argument("--course-preset", choices=("auto", *PRESETS), default="auto",
                         help="the course's preset (auto: smoke with --smoke, gpu on CUDA, cpu otherwise)")
-    parser.add_argument("--data-dir", type=existing_dir, default=None, metavar="DIR",
-                        help="folder with MNIST (default: $DDPM_DATA_DIR or the package's search order)")
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI (writes no RESULTS.md rows)")
-    parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
+    _common.add_run_flags(parser)
     return parser
 
 
@@ -472,27 +460,17 @@ def budget_for(name: str, args) -> tuple[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        device = select_device(args.device)
-    except ValueError as err:
-        parser.error(f"argument --device: {err}")
+    args, device = _common.parse_run_args(build_parser(), argv)
     num_samples = args.num_samples or (SMOKE_NUM_SAMPLES if args.smoke else 2000)
     sample_steps = args.sample_steps or list(SMOKE_SAMPLE_STEPS if args.smoke else (1000, 50, 20))
     course_preset = args.course_preset
     if course_preset == "auto":
         course_preset = "smoke" if args.smoke else ("gpu" if device.type == "cuda" else "cpu")
-    data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
+    data_dir = args.data_dir
 
     machine = _common.machine()
     print(f"references {','.join(args.only)} on {machine}; {num_samples} samples at steps {sample_steps}", flush=True)
-    try:
-        images, labels = load_mnist("train", data_dir, allow_subset=args.smoke,
-                                    limit=SMOKE_LIMIT if args.smoke else None, device=device)
-    except DataNotFoundError as err:
-        print(f"error: {err} (or pass --data-dir)", file=sys.stderr)
-        return 2
+    images, labels, _ = _common.load_training_data(args, device, SMOKE_LIMIT)
 
     results = {}
     for name in args.only:

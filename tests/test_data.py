@@ -2,7 +2,6 @@
 
 import gzip
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest

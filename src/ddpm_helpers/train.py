@@ -362,9 +362,10 @@ class Trainer:
         loss.backward()  # under DDP this also averages the gradients across the ranks
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
                                                    float("inf"))
-        value = float(distributed.mean_across_ranks(loss.detach()))
-        if not (math.isfinite(value) and math.isfinite(float(grad_norm))):
-            what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {float(grad_norm)}"
+        # one read-back per step (it waits for the GPU): the loss for the history, the norm for the NaN check
+        value, norm = torch.stack([distributed.mean_across_ranks(loss.detach()).float(), grad_norm.float()]).tolist()
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {norm}"
             if cfg.on_nan == "raise":
                 raise NonFiniteLossError(
                     f"{what} at step {self.step}. Try a lower lr (now {cfg.lr}), grad_clip > 0, or amp='off'; "
@@ -395,7 +396,7 @@ class Trainer:
             bar = tqdm(total=target, initial=min(self.step, target), desc="training", dynamic_ncols=True)
         try:
             while self.step < target:
-                loss = self.train_step()
+                self.train_step()
                 if bar is not None:
                     bar.update(1)
                     if self.step % self.config.log_every == 0:
