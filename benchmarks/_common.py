@@ -138,7 +138,8 @@ def record(name: str, result: dict, row: str | None, *, smoke: bool, force: bool
     """Write ``result`` (plus date, machine, command, versions) to ``results/<name>.json`` and append ``row``
     (one Markdown table row, or several lines) under the ``## <name>`` heading of ``RESULTS.md``.
 
-    In smoke mode the JSON goes to ``results/smoke/`` and nothing is appended unless ``force``.
+    In smoke mode the JSON goes to ``results/smoke/`` and nothing is appended unless ``force``. Prints the
+    row(s) and ``wrote <path>`` (the tests read the path from that line).
     """
     from ddpm_helpers.train import library_versions
 
@@ -154,6 +155,9 @@ def record(name: str, result: dict, row: str | None, *, smoke: bool, force: bool
     tmp.replace(path)
     if row is not None and (not smoke or force):
         _append_row(name, row)
+    if row is not None:
+        print(row)
+    print(f"wrote {path}")
     return path
 
 

@@ -162,9 +162,7 @@ def main() -> None:
               "sample_steps": args.sample_steps, "curve": curve,
               "images_per_second": round((trainer.step - start_step) * config.batch_size / max(train_seconds, 1e-9), 1)}
     rows = table_rows(result, time.strftime("%Y-%m-%d"), _common.machine(), _common.command_line())
-    path = _common.record("cpu_track", result, rows, smoke=args.smoke, force=args.record)
-    print(rows)
-    print(f"wrote {path}")
+    _common.record("cpu_track", result, rows, smoke=args.smoke, force=args.record)
 
 
 if __name__ == "__main__":

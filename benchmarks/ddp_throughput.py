@@ -108,10 +108,8 @@ def main() -> int:
         f"| {date} | {machine} | {args.preset} | {r['processes']} | {r['threads_per_process']} | "
         f"{r['batch_per_process']} | {r['global_batch']} | {r['images_per_second']:.0f} | "
         f"{r['images_per_second'] / base:.2f}x | `{command}` |" for r in runs)
-    path = _common.record("ddp_throughput", {"preset": args.preset, "runs": runs}, rows, smoke=args.smoke,
-                          force=args.record)
-    print(rows)
-    print(f"wrote {path}")
+    _common.record("ddp_throughput", {"preset": args.preset, "runs": runs}, rows, smoke=args.smoke,
+                   force=args.record)
     return 0
 
 

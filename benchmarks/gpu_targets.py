@@ -266,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"device": str(device), "preset": args.preset, "overrides": args.set, "targets": TARGETS,
               "data_load_seconds": load_seconds, "short": short, "long": long, "diffusers": diffusers,
               "verdicts": verdicts}
-    path = _common.record("gpu_targets", result, rows, smoke=args.smoke, force=args.record)
-    print(rows)
-    print(f"wrote {path}")
+    _common.record("gpu_targets", result, rows, smoke=args.smoke, force=args.record)
     return 0
 
 

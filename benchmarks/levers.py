@@ -436,23 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     date, command = time.strftime("%Y-%m-%d"), _common.command_line()
     common = {"device": str(device), "preset": preset, "threads": torch.get_num_threads(),
               "data_load_seconds": load_seconds, "config": config.to_dict()}
-    paths = []
     if "speed" in args.part:
         rows = run_speed(args, config, images, labels, device)
         table = "\n".join(speed_row(date, machine, command, preset, r) for r in rows)
-        paths.append(_common.record("levers_speed", {**common, "warmup": args.warmup, "speed_steps": args.speed_steps,
-                                                     "rows": rows}, table, smoke=args.smoke, force=args.record))
-        print(table)
+        _common.record("levers_speed", {**common, "warmup": args.warmup, "speed_steps": args.speed_steps,
+                                        "rows": rows}, table, smoke=args.smoke, force=args.record)
     if "quality" in args.part:
         rows = run_quality(args, preset, images, labels, device, data_dir)
         table = "\n".join(line for r in rows for line in quality_rows(date, machine, command, preset, r))
-        paths.append(_common.record("levers_quality", {**common, "quality_seconds": args.quality_seconds,
-                                                       "quality_steps": args.quality_steps,
-                                                       "quality_samples": args.quality_samples, "rows": rows},
-                                    table, smoke=args.smoke, force=args.record))
-        print(table)
-    for path in paths:
-        print(f"wrote {path}")
+        _common.record("levers_quality", {**common, "quality_seconds": args.quality_seconds,
+                                          "quality_steps": args.quality_steps,
+                                          "quality_samples": args.quality_samples, "rows": rows},
+                       table, smoke=args.smoke, force=args.record)
     return 0
 
 

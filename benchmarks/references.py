@@ -518,9 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = "\n".join(table_row(date, machine, command, r, s) for r in results.values() for s in r["samples"])
     result = {"device": str(device), "num_samples": num_samples, "sample_steps": sample_steps,
               "course_preset": course_preset, "threads": torch.get_num_threads(), "references": results}
-    path = _common.record("references", result, rows, smoke=args.smoke, force=args.record)
-    print(rows)
-    print(f"wrote {path}")
+    _common.record("references", result, rows, smoke=args.smoke, force=args.record)
     return 0
 
 
