@@ -6,8 +6,9 @@
 #     bash benchmarks/on_device.sh "python benchmarks/gpu_targets.py" "python benchmarks/levers.py --part speed"
 # Each command runs in turn; after each one, RESULTS.md, the new results/*.json and the log are copied to $OUT
 # (so a command that runs out of time loses nothing earlier). Copy them back into the checkout and commit.
-# Notebooks run in full mode with: jupyter nbconvert --to notebook --execute notebooks/05_training.ipynb
-# --output-dir "$OUT"  (DDPM_SMOKE is unset here).
+# A command "notebook NAME" executes notebooks/NAME.ipynb in full mode (DDPM_SMOKE is unset here) and log.txt times
+# it; "notebook NAME keep" also brings the executed notebook, figures included, back as $OUT/NAME.tar.gz (the device
+# returns at most 8 files, 16 MiB each, so keep only the ones you need).
 set -uo pipefail
 : "${OUT:?OUT is not set: run this through the device tool, or set OUT to a folder}"
 if [ -z "${SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then  # SKIP_WHEELS=1: test it on a CPU here
@@ -22,6 +23,15 @@ fi
 [ -d .data/MNIST/raw ] && export DDPM_DATA_DIR="$PWD/.data"
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
 unset DDPM_SMOKE
+notebook() {  # notebook NAME [keep]: run notebooks/NAME.ipynb top to bottom (inline figures: no Agg)
+  local dir=/tmp/notebooks/run rc
+  env -u MPLBACKEND python3 -m jupyter nbconvert --to notebook --execute "notebooks/$1.ipynb" \
+    --output-dir "$dir" --ExecutePreprocessor.timeout=-1
+  rc=$?
+  [ "${2:-}" = keep ] && [ -f "$dir/$1.ipynb" ] && tar czf "$OUT/$1.tar.gz" -C "$dir" "$1.ipynb"
+  return "$rc"
+}
+export -f notebook
 mkdir -p "$OUT/results"
 { nvidia-smi 2>&1 || true; python3 -c "import torch; print('torch', torch.__version__)"; } > "$OUT/machine.txt"
 status=0
