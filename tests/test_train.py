@@ -13,7 +13,7 @@ import torch
 
 from ddpm_helpers.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from ddpm_helpers.losses import diffusion_loss
-from ddpm_helpers.train import EMA, NonFiniteLossError, Trainer, TrainConfig
+from ddpm_helpers.train import EMA, NonFiniteLossError, Trainer, TrainConfig, has_native_bf16
 from ddpm_helpers.unet import UNet
 
 
@@ -169,3 +169,14 @@ def test_killed_training_subprocess_resumes_to_the_identical_result(tmp_path):
     resumed = _run(run_dir, steps)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_auto_amp_uses_bf16_only_where_the_card_has_it(monkeypatch, capability, expected):
+    """amp="auto": bf16 on Ampere and newer; a T4 (7.5) or V100 (7.0) would only emulate it, so fp32 there."""
+    seen = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: seen.append(device) or capability)
+    assert has_native_bf16("cuda") is expected
+    assert has_native_bf16(torch.device("cuda", 0)) is expected and seen[-1] == torch.device("cuda", 0)
+    for other in ("cpu", "mps", torch.device("cpu")):
+        assert has_native_bf16(other) is False

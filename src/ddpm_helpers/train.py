@@ -69,6 +69,16 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
+def has_native_bf16(device: torch.device | str) -> bool:
+    """Whether ``amp="auto"`` trains in bf16 on ``device``: CUDA cards of compute capability 8.0 or newer.
+
+    Older cards (Volta, Turing: Colab's free T4 is 7.5) have no bf16 arithmetic; PyTorch emulates it there,
+    which is slower than plain fp32, so ``"auto"`` keeps fp32 on them (and on CPUs and Apple's MPS).
+    """
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 @dataclass
 class TrainConfig:
     # diffusion
@@ -94,7 +104,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0              # max global gradient norm; 0 disables
     ema_decay: float = 0.999
-    amp: str = "auto"                   # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | off
+    amp: str = "auto"                   # auto (bf16 on CUDA cards with bf16 arithmetic, fp32 elsewhere) | bf16 | off
     seed: int = 0
     # bookkeeping
     checkpoint_every: int = 500
@@ -239,7 +249,7 @@ class Trainer:
         self.history: list[float] = []
         self.skipped_steps: list[int] = []
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
+        self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and has_native_bf16(self.device))
         if self.out_dir is not None:
             if self.is_main:  # the only rank that writes
                 self._check_writable(self.out_dir)
