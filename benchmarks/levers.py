@@ -20,7 +20,12 @@ fused AdamW on CUDA (fp32 and foreach AdamW on a CPU), a foreach EMA. The rows:
 * ``channels_last``: model and batch in NHWC (GroupNorm may convert back; this measures the net effect);
 * ``CUDA graph``: the whole step (batch draw, forward, backward, clipping, AdamW, EMA) captured once
   and replayed (CUDA only; AdamW ``capturable``, learning rate and EMA weight as device tensors);
-* ``batch x0.5`` / ``batch x2``: throughput only (what they do to quality is in the other part).
+* ``batch x0.5`` / ``batch x2``: throughput only (what they do to quality is in the other part);
+* ``2x2 pixel-unshuffle``: the U-Net works on 14x14x4 folded images with one level fewer (the coarsest
+  resolution and its attention unchanged), as the ``cpu`` preset does; this changes the network (its
+  quality is in the other part). On an H200 the ``gpu`` preset's step was bound by memory traffic
+  (layout conversions, GroupNorm, element-wise kernels: ``results/gpu-probe-20261128.json``), which a
+  4 times smaller activation map should cut. (For an already folded preset: ``no pixel-unshuffle``.)
 
 Every row reports images/s, the ratio to the baseline, the time of its first (warm-up) steps,
 the mean loss of its timed steps (a lever must not change the maths: these should agree) and,
@@ -33,8 +38,9 @@ package's metrics (Frechet distance beside the real-data floor, the share classi
 confidence > 0.9, classes present). Rows: the baseline; batch x2 with lr x sqrt(2) and batch x0.5
 with lr / sqrt(2) (the square-root rule for Adam); a linear instead of a cosine schedule; eps instead
 of v prediction (or v instead of eps); half and 1.5 times the width; one ResBlock per level instead
-of two (or two instead of one). The baseline model is then also sampled with DDIM at 10, 20 and 50
-steps and with DPM-Solver++(2M) at 10 and 20 steps: the sampler lever.
+of two (or two instead of one); the 2x2 pixel-unshuffle (or its reverse). The baseline model is then
+also sampled with DDIM at 10, 20 and 50 steps and with DPM-Solver++(2M) at 10 and 20 steps: the
+sampler lever.
 
     # GPU (one H100/H200): speed about 2-3 min (compile included), quality about 5-6 min: run apart
     python benchmarks/levers.py --part speed
@@ -217,9 +223,20 @@ class TrainerStep:
         return torch.tensor(self.trainer.train_step())
 
 
-def speed_levers(device: torch.device, batch_size: int) -> list[tuple[str, dict, dict]]:
+def unshuffle_lever(config: TrainConfig) -> tuple[str, dict]:
+    """Fold 2x2 pixels into 4 channels (28x28x1 -> 14x14x4) with one level fewer, so the coarsest resolution and
+    the attention stay where they were; or, for an already folded preset, the reverse. (name, overrides)."""
+    mults, attention = tuple(config.channel_mults), config.attention_levels
+    if config.pixel_unshuffle == 1 and len(mults) >= 2:
+        shifted = None if attention is None else tuple(a - 1 for a in attention if 0 < a < len(mults))
+        return ("2x2 pixel-unshuffle", {"pixel_unshuffle": 2, "channel_mults": mults[:-1], "attention_levels": shifted})
+    shifted = None if attention is None else tuple(a + 1 for a in attention)
+    return ("no pixel-unshuffle", {"pixel_unshuffle": 1, "channel_mults": mults + mults[-1:], "attention_levels": shifted})
+
+
+def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, dict, dict]]:
     """(name, FastStep keyword arguments, TrainConfig overrides) per row; the first is the baseline."""
-    cuda = device.type == "cuda"
+    cuda, batch_size = device.type == "cuda", config.batch_size
     base = {"data": "device", "amp": "bf16" if cuda else "off", "optimizer": "fused" if cuda else "foreach",
             "ema": "foreach", "compile": False, "channels_last": False, "cuda_graph": False}
     rows = [("baseline", base, {}), ("Trainer.train_step", None, {}), ("data on host", {**base, "data": "host"}, {})]
@@ -233,6 +250,8 @@ def speed_levers(device: torch.device, batch_size: int) -> list[tuple[str, dict,
         rows.append(("CUDA graph", {**base, "cuda_graph": True}, {}))
     rows += [("batch x0.5", base, {"batch_size": max(1, batch_size // 2)}),
              ("batch x2", base, {"batch_size": batch_size * 2})]
+    name, overrides = unshuffle_lever(config)
+    rows.append((name, base, overrides))
     return rows
 
 
@@ -264,7 +283,7 @@ def measure_speed(name: str, kwargs: dict | None, overrides: dict, config: Train
 
 def run_speed(args, config: TrainConfig, images, labels, device: torch.device) -> list[dict]:
     rows = []
-    levers = speed_levers(device, config.batch_size)
+    levers = speed_levers(device, config)
     for name, kwargs, overrides in levers:
         if args.only and name not in args.only and name != "baseline":
             continue
@@ -319,6 +338,7 @@ def quality_levers(config: TrainConfig) -> list[tuple[str, dict]]:
         (f"width {narrow}", {"base_channels": narrow}),
         (f"width {wide}", {"base_channels": wide}),
         (f"{depth} ResBlock(s) per level", {"num_res_blocks": depth}),
+        unshuffle_lever(config),
     ]
 
 

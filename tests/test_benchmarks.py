@@ -202,7 +202,8 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert (speed["name"], quality["name"]) == ("levers_speed", "levers_quality")
     rows = {r["lever"]: r for r in speed["rows"]}
     assert list(rows) == ["baseline", "Trainer.train_step", "data on host", "bf16 autocast", "AdamW fused",
-                          "AdamW for-loop", "EMA for-loop", "channels_last", "batch x0.5", "batch x2"]
+                          "AdamW for-loop", "EMA for-loop", "channels_last", "batch x0.5", "batch x2",
+                          "2x2 pixel-unshuffle"]
     assert not [r for r in rows.values() if "error" in r], rows
     base = rows["baseline"]
     assert base["images_per_second"] > 0 and base["speedup"] == 1.0
@@ -214,7 +215,8 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert rows["batch x2"]["batch_size"] == 2 * base["batch_size"] == 4 * rows["batch x0.5"]["batch_size"]
     levers = [r["lever"] for r in quality["rows"]]
     assert levers == ["baseline", "batch x2, lr x sqrt2", "batch x0.5, lr / sqrt2", "linear schedule",
-                      "v-prediction", "width 8", "width 24", "2 ResBlock(s) per level"], levers
+                      "v-prediction", "width 8", "width 24", "2 ResBlock(s) per level",
+                      "2x2 pixel-unshuffle"], levers
     assert not [r for r in quality["rows"] if "error" in r]
     draws = [(s["method"], s["steps"]) for s in quality["rows"][0]["samples"]]
     assert draws == [("ddim", 2), ("ddim", 5), ("dpm++2m", 2)]
@@ -226,7 +228,7 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert not [x for x in numbers(speed) if not math.isfinite(x)]
     assert not [x for x in numbers(quality) if not math.isfinite(x)]
     columns = [line.count(" | ") + 1 for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert columns == [section_columns("levers_speed")] * 10 + [section_columns("levers_quality")] * 10, columns
+    assert columns == [section_columns("levers_speed")] * 11 + [section_columns("levers_quality")] * 11, columns
 
 
 @pytest.mark.parametrize("args,words", [
@@ -329,3 +331,27 @@ def test_levers_fast_step_follows_the_schedules_in_python_floats_and_in_device_t
     # Weights are not compared bit for bit: the tensor-lr AdamW rounds differently, and Adam amplifies that noise
     # in biases whose true gradient is 0 (see tests/test_distributed.py); the losses must agree.
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["gpu", "cpu", "smoke"])
+def test_unshuffle_lever_keeps_the_coarsest_resolution_and_its_attention(preset):
+    """The pixel-unshuffle row folds 28x28x1 into 14x14x4 with one level fewer (or unfolds the cpu preset)."""
+    from ddpm_helpers.presets import get_preset
+    from ddpm_helpers.train import TrainConfig
+    from ddpm_helpers.unet import UNet
+
+    levers = load_levers_module()
+    config = get_preset(preset).train
+    name, overrides = levers.unshuffle_lever(config)
+    changed = TrainConfig.from_dict({**config.to_dict(), **overrides})
+    assert name == ("no pixel-unshuffle" if config.pixel_unshuffle == 2 else "2x2 pixel-unshuffle")
+    assert changed.pixel_unshuffle * 2 ** (len(changed.channel_mults) - 1) == \
+        config.pixel_unshuffle * 2 ** (len(config.channel_mults) - 1)   # same coarsest resolution (7x7)
+    assert len(changed.attention_levels) == len(config.attention_levels)
+    for before, after in zip(config.attention_levels, changed.attention_levels):   # attention at the same size
+        assert config.pixel_unshuffle * 2 ** before == changed.pixel_unshuffle * 2 ** after
+    model = UNet(changed.unet_config())
+    y = torch.zeros(2, dtype=torch.long) if changed.class_conditional else None
+    out = model(torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]), y) if y is not None else \
+        model(torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]))
+    assert out.shape == (2, 1, 28, 28)
