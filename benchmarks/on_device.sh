@@ -8,7 +8,9 @@
 # (so a command that runs out of time loses nothing earlier). Copy them back into the checkout and commit.
 # A command "notebook NAME" executes notebooks/NAME.ipynb in full mode (DDPM_SMOKE is unset here) and log.txt times
 # it; "notebook NAME keep" also brings the executed notebook, figures included, back as $OUT/NAME.tar.gz (the device
-# returns at most 8 files, 16 MiB each, so keep only the ones you need).
+# returns at most 8 files, 16 MiB each, so keep only the ones you need). CMD_LIMIT=S stops any one command after
+# S seconds, so that one that runs long cannot use up the call and the next still starts (an executed notebook is
+# written only when it ends: a stopped one brings nothing back).
 set -uo pipefail
 : "${OUT:?OUT is not set: run this through the device tool, or set OUT to a folder}"
 if [ -z "${SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then  # SKIP_WHEELS=1: test it on a CPU here
@@ -38,7 +40,7 @@ status=0
 for cmd in "$@"; do
   echo "=== $(date -u +%FT%TZ) $cmd" | tee -a "$OUT/log.txt"
   start=$(date +%s)
-  bash -c "$cmd" 2>&1 | tee -a "$OUT/log.txt"
+  timeout --kill-after=15 "${CMD_LIMIT:-0}" bash -c "$cmd" 2>&1 | tee -a "$OUT/log.txt"  # rc 124: over CMD_LIMIT
   rc=${PIPESTATUS[0]}
   echo "=== rc=$rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
   [ "$rc" -ne 0 ] && status=$rc
