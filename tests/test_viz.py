@@ -1,0 +1,65 @@
+"""ddpm_helpers.viz: figure shapes follow the image grid; animations keep their own resolution."""
+
+import base64
+import struct
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ddpm_helpers import viz  # noqa: E402
+
+
+@pytest.mark.parametrize("n, nrow", [(8, 8), (16, None), (64, 16), (4, 1)])
+def test_show_images_figure_has_the_grids_aspect_ratio(n, nrow):
+    images = torch.rand(n, 1, 28, 28) * 2 - 1
+    grid = viz.make_grid(images, nrow)
+    fig = viz.show_images(images, nrow=nrow)
+    width, height = fig.get_size_inches()
+    plt.close(fig)
+    expected = grid.shape[1] / grid.shape[0]   # a one-row strip is wide and flat, not a square with blank bands
+    if height > 1.0:                           # (1 inch is the floor for very flat strips)
+        assert width / height == pytest.approx(expected, rel=0.01)
+    else:
+        assert width / height <= expected
+
+
+def trajectory(steps=50, n=4):
+    generator = torch.Generator().manual_seed(0)
+    return [(t, torch.randn(n, 1, 28, 28, generator=generator)) for t in range(steps - 1, -2, -1)]
+
+
+def png_sizes(html):
+    """(width, height) of every embedded PNG frame of an animation's HTML (read from each PNG's header)."""
+    sizes = []
+    for part in html.split("data:image/png;base64,")[1:]:
+        head = base64.b64decode(part[:48])
+        sizes.append(struct.unpack(">II", head[16:24]))
+    return sizes
+
+
+def test_reverse_animation_frames_and_resolution_ignore_rcparams():
+    traj = trajectory(steps=100, n=16)
+    for dpi in (50, 100):
+        anim = viz.reverse_animation(traj, max_frames=40, dpi=dpi)
+        with plt.rc_context({"savefig.dpi": 300}):   # a learner's own setting must not blow the page up
+            html = anim.to_jshtml()
+        sizes = png_sizes(html)
+        assert 20 <= len(sizes) <= 41 and {w for w, _ in sizes} == {4 * dpi}, (dpi, set(sizes))
+        assert len(html) < 2_500_000, (dpi, len(html))   # sharp pixels of noise compress (about 1.2 MB here)
+
+
+@pytest.mark.filterwarnings("ignore:Animation was deleted")
+def test_reverse_animation_keeps_the_first_and_last_state():
+    traj = trajectory(steps=100)
+    anim = viz.reverse_animation(traj, max_frames=10)
+    frames = list(anim.new_frame_seq())
+    assert 2 <= len(frames) <= 11
+    with pytest.raises(ValueError, match="dpi"):
+        viz.reverse_animation(traj, dpi=0)
+    with pytest.raises(ValueError, match="trajectory"):
+        viz.reverse_animation([])
