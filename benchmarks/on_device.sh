@@ -9,8 +9,8 @@
 # A command "notebook NAME" executes notebooks/NAME.ipynb in full mode (DDPM_SMOKE is unset here) and log.txt times
 # it; "notebook NAME keep" also brings the executed notebook, figures included, back as $OUT/NAME.tar.gz (the device
 # returns at most 8 files, 16 MiB each, so keep only the ones you need). CMD_LIMIT=S stops any one command after
-# S seconds, so that one that runs long cannot use up the call and the next still starts (an executed notebook is
-# written only when it ends: a stopped one brings nothing back).
+# S seconds, so that one that runs long cannot use up the call and the next still starts. Notebooks run through
+# scripts/run_notebook.py, which saves after every cell (with each cell's seconds), so a stopped one keeps what ran.
 set -uo pipefail
 : "${OUT:?OUT is not set: run this through the device tool, or set OUT to a folder}"
 if [ -z "${SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then  # SKIP_WHEELS=1: test it on a CPU here
@@ -25,13 +25,9 @@ fi
 [ -d .data/MNIST/raw ] && export DDPM_DATA_DIR="$PWD/.data"
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
 unset DDPM_SMOKE
-notebook() {  # notebook NAME [keep]: run notebooks/NAME.ipynb top to bottom (inline figures: no Agg)
-  local dir=/tmp/notebooks/run rc
-  env -u MPLBACKEND python3 -m jupyter nbconvert --to notebook --execute "notebooks/$1.ipynb" \
-    --output-dir "$dir" --ExecutePreprocessor.timeout=-1
-  rc=$?
-  [ "${2:-}" = keep ] && [ -f "$dir/$1.ipynb" ] && tar czf "$OUT/$1.tar.gz" -C "$dir" "$1.ipynb"
-  return "$rc"
+notebook() {  # notebook NAME [keep]: run notebooks/NAME.ipynb top to bottom (inline figures: no Agg), saved per cell
+  [ "${2:-}" = keep ] && mkdir -p /tmp/notebooks/keep && touch "/tmp/notebooks/keep/$1"
+  env -u MPLBACKEND python3 scripts/run_notebook.py "notebooks/$1.ipynb" --out "/tmp/notebooks/run/$1.ipynb"
 }
 export -f notebook
 mkdir -p "$OUT/results"
@@ -46,5 +42,8 @@ for cmd in "$@"; do
   [ "$rc" -ne 0 ] && status=$rc
   cp benchmarks/RESULTS.md "$OUT/"
   find benchmarks/results -maxdepth 1 -name '*.json' -newer "$OUT/machine.txt" -exec cp {} "$OUT/results/" \;
+  for kept in /tmp/notebooks/keep/*; do  # also after a stop: run_notebook.py saves after every cell
+    [ -f "/tmp/notebooks/run/${kept##*/}.ipynb" ] && tar czf "$OUT/${kept##*/}.tar.gz" -C /tmp/notebooks/run "${kept##*/}.ipynb"
+  done
 done
 exit "$status"
