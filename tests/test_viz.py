@@ -63,3 +63,21 @@ def test_reverse_animation_keeps_the_first_and_last_state():
         viz.reverse_animation(traj, dpi=0)
     with pytest.raises(ValueError, match="trajectory"):
         viz.reverse_animation([])
+
+
+@pytest.mark.parametrize("with_titles", [False, True])
+def test_row_labels_sit_left_of_their_rows_in_order(with_titles):
+    images = torch.rand(12, 1, 28, 28) * 2 - 1
+    names = ["DDPM", "DDIM 10 steps", "DPM++(2M) 10 steps"]
+    fig = viz.show_images(images, nrow=4, row_labels=names, labels=list(range(12)) if with_titles else None)
+    fig.canvas.draw()
+    texts = [t for ax in fig.axes for t in ax.texts]
+    assert [t.get_text() for t in texts] == names
+    boxes = [t.get_window_extent() for t in texts]
+    image_left = min(ax.get_window_extent().x0 for ax in fig.axes)
+    assert all(b.x1 <= image_left + 1 for b in boxes)                  # left of the images
+    assert [b.y0 for b in boxes] == sorted((b.y0 for b in boxes), reverse=True)   # first label on top
+    assert all(b.x0 >= 0 for b in boxes)                              # and inside the figure
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"row_labels must have one entry per row of the grid \(3 rows of 4\), got 2"):
+        viz.show_images(images, nrow=4, row_labels=names[:2])

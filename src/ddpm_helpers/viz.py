@@ -41,31 +41,47 @@ def show_images(
     title: str | None = None,
     labels: Sequence | None = None,
     size: float = 0.6,
+    row_labels: Sequence | None = None,
 ) -> plt.Figure:
-    """A grid of images in [-1, 1] (clamped, so out-of-range pixels never wrap around); optional titles per image."""
+    """A grid of images in [-1, 1] (clamped, so out-of-range pixels never wrap around).
+
+    ``labels``: a title over each image; ``row_labels``: a label left of each row of the grid (say, the sampler
+    that drew that row). ``nrow`` is the number of images per row.
+    """
     check_tensor("images", images, ndim=4, floating=True)
     n = images.shape[0]
     nrow = nrow or int(n**0.5 + 0.999)
+    rows = (n + nrow - 1) // nrow
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"row_labels must have one entry per row of the grid ({rows} rows of {nrow}), "
+                         f"got {len(row_labels)}")
     if labels is not None:
         if len(labels) != n:
             raise ValueError(f"labels must have one entry per image ({n}), got {len(labels)}")
-        rows = (n + nrow - 1) // nrow
         fig, axes = plt.subplots(rows, nrow, figsize=(nrow * size * 1.6, rows * size * 1.9), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for i, ax in zip(range(n), axes.flat):
             ax.imshow(images[i, 0].detach().float().cpu().clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
             ax.set_title(str(labels[i]), fontsize=8)
+        for r, text in enumerate(row_labels or []):
+            axes[r, 0].text(-0.1, 0.5, str(text), transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
     else:
         grid = make_grid(images, nrow)
         width = max(2.0, grid.shape[1] / 28 * size * 1.6)
         height = max(1.0, width * grid.shape[0] / grid.shape[1]) + (0.4 if title else 0.0)  # the grid's own shape
-        fig, ax = plt.subplots(figsize=(width, height))
+        margin = 0.0 if row_labels is None else 0.08 * max(len(str(t)) for t in row_labels) + 0.2  # inches of text
+        fig, ax = plt.subplots(figsize=(width + margin, height))
         ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
         ax.axis("off")
+        pad, h = 2, images.shape[2]   # make_grid's padding and the image height: the centre of row r
+        for r, text in enumerate(row_labels or []):
+            ax.text(-pad, pad + r * (h + pad) + h / 2, str(text), ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if row_labels is not None and labels is None:  # tight_layout leaves the labels outside: make room on the left
+        fig.subplots_adjust(left=margin / fig.get_size_inches()[0])
     return fig
 
 
