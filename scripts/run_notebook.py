@@ -31,7 +31,13 @@ def machine() -> str:
 
         if torch.cuda.is_available():
             return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-        return f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}"
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as info:
+                name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        return f"CPU {name}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     except ImportError:  # the runner itself needs no torch
         return platform.platform()
 

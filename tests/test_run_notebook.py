@@ -1,5 +1,7 @@
 """scripts/run_notebook.py: executes a notebook, saving it after every cell, and keeps what ran when a cell fails."""
 
+import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +50,62 @@ def test_bad_arguments_are_named(tmp_path):
     make_notebook(source, ["1"])
     result = run(source, "--out", source)
     assert result.returncode == 2 and "--out must not be the notebook itself" in result.stderr
+
+
+EVIDENCE = Path(__file__).resolve().parents[1] / "scripts" / "notebook_evidence.py"
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()   # only copied, never decoded as an image
+TABLE = """200 images per setting, on cuda
+setting                  calls  seconds  ms/image       FD   floor      KID KID floor confid.
+---------------------------------------------------------------------------------------------
+DDPM, sigma^2 = beta~     1000    41.20     206.0     0.37    0.36   -0.001    -0.001   0.965
+DDIM 10 steps               10     0.58       2.9     0.52    0.36    0.002    -0.001   0.955
+DPM++(2M) 10 steps          10     0.59       2.9     0.41    0.36    0.000    -0.001   0.953
+
+FD ranges from 0.37 to 0.52 (floor 0.36): the settings differ in quality
+"""
+
+
+def executed(path, cells, machine="NVIDIA H200, torch 2.11.0+cu130"):
+    nb = nbformat.v4.new_notebook()
+    for source, outputs in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=o) if isinstance(o, str)
+                        else nbformat.v4.new_output("display_data", data=o) for o in outputs]
+        nb.cells.append(cell)
+    nb.metadata["run_notebook"] = {"notebook": path.name, "machine": machine, "started": "2026-11-29T10:00:00Z",
+                                   "finished": True, "seconds": 200.5,
+                                   "cells": [{"index": 0, "seconds": 180.0, "first_line": cells[0][0]}]}
+    nbformat.write(nb, path)
+
+
+def test_evidence_keeps_the_printed_numbers_and_the_pictures(tmp_path):
+    nb05, nb06 = tmp_path / "05_training.ipynb", tmp_path / "06_sampling_and_evaluation.ipynb"
+    executed(nb05, [("RUN_NAME = 'gpu'", ["training preset 'gpu' on cuda for 2500 steps -> runs/x\nbf16 autocast: True\n"]),
+                    ("trainer = Trainer(run_config)", ["trained to step 2500 (171.2 s in this session)\n"]),
+                    ("viz.show_images(samples_ema, nrow=8)", [{"image/png": PNG, "text/plain": "<Figure>"}])])
+    executed(nb06, [('print(f"{NUM_EVAL} images per setting, on {device}")', [TABLE]),
+                    ("def nearest_train(x):", ["median distance to the nearest training image: generated 9.1, real "
+                                               "test images 8.6 (ratio 1.06)\n"]),
+                    ("rows = torch.cat([])", [{"image/png": PNG}])])
+    result = subprocess.run([sys.executable, str(EVIDENCE), nb05, nb06, "--out", tmp_path / "ev"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    stem = tmp_path / "ev" / "notebooks-nvidia-h200-20261129"
+    doc = json.loads(stem.with_suffix(".json").read_text())
+    assert doc["machine"].startswith("NVIDIA H200") and doc["date"] == "2026-11-29"
+    assert doc["05_training"] == {"preset": "gpu", "device": "cuda", "steps": 2500, "bf16": True,
+                                  "trained_to_step": 2500, "train_seconds": 171.2}
+    table = doc["06_sampling_and_evaluation"]["table"]
+    assert [r["setting"] for r in table] == ["DDPM, sigma^2 = beta~", "DDIM 10 steps", "DPM++(2M) 10 steps"]
+    assert table[0]["calls"] == 1000 and table[1]["frechet_distance"] == 0.52 and table[2]["mean_confidence"] == 0.953
+    assert doc["06_sampling_and_evaluation"]["verdict"].startswith("FD ranges from 0.37")
+    assert "ratio 1.06" in doc["06_sampling_and_evaluation"]["nearest_neighbour"]
+    assert [r["seconds"] for r in doc["runs"]] == [200.5, 200.5]
+    for key in ("05-samples", "06-samplers"):
+        assert (tmp_path / "ev" / doc["images"][key]).read_bytes() == base64.b64decode(PNG)
+
+    plain = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), plain)
+    result = subprocess.run([sys.executable, str(EVIDENCE), plain, nb06, "--out", tmp_path / "ev"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "run_notebook" in result.stderr

@@ -1,0 +1,148 @@
+"""Keep the evidence of a full run of notebooks 05 and 06: a small PNG of samples and a JSON of metrics and times.
+
+    python scripts/notebook_evidence.py RUN/05_training.ipynb RUN/06_sampling_and_evaluation.ipynb \
+        --out benchmarks/results
+
+reads notebooks executed by ``scripts/run_notebook.py`` (their ``metadata.run_notebook`` holds the machine,
+the date and each cell's seconds) and writes, named after the machine and the date:
+
+* ``notebooks-<machine>-<date>.json``: for each notebook its wall time, whether it finished, the slowest
+  cells; for 05 the preset, steps and training seconds it printed; for 06 every row of its
+  steps-versus-quality table (sampler, network calls, seconds, Frechet distance and its floor, KID, confidence)
+  and its nearest-neighbour line;
+* ``notebooks-<machine>-<date>-05-samples.png``: notebook 05's final sample grid (EMA weights), as shown;
+* ``notebooks-<machine>-<date>-06-samplers.png``: notebook 06's rows of samples, one row per sampler setting.
+
+Only what the notebooks printed is used; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+TABLE_FIELDS = ("calls", "seconds", "ms_per_image", "frechet_distance", "frechet_distance_floor", "kid", "kid_floor",
+                "mean_confidence")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "machine"
+
+
+def code_cell(nb, starts_with: str):
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.lstrip().startswith(starts_with):
+            return cell
+    return None
+
+
+def stream_text(cell) -> str:
+    return "".join(o.get("text", "") for o in (cell.outputs if cell else []) if o.get("output_type") == "stream")
+
+
+def first_png(cell) -> bytes | None:
+    for output in cell.outputs if cell else []:
+        data = output.get("data", {})
+        if "image/png" in data:
+            return base64.b64decode(data["image/png"])
+    return None
+
+
+def run_summary(nb, path: Path) -> dict:
+    log = nb.metadata.get("run_notebook")
+    if log is None:
+        raise ValueError(f"{path} was not executed by scripts/run_notebook.py (no metadata.run_notebook)")
+    slowest = sorted(log["cells"], key=lambda c: -c["seconds"])[:5]
+    return {"notebook": log["notebook"], "machine": log["machine"], "started": log["started"],
+            "finished": log["finished"], "seconds": log["seconds"], "code_cells_run": len(log["cells"]),
+            "slowest_cells": slowest}
+
+
+def parse_table(text: str) -> list[dict]:
+    """Rows of notebook 06's table: a name, then the eight numbers of TABLE_FIELDS."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 9:
+            continue
+        try:
+            numbers = [float(p) for p in parts[-8:]]
+        except ValueError:
+            continue
+        rows.append({"setting": " ".join(parts[:-8]), **dict(zip(TABLE_FIELDS, numbers))})
+    for row in rows:
+        row["calls"] = int(row["calls"])
+    return rows
+
+
+def notebook05(nb) -> dict:
+    out = {}
+    announced = stream_text(code_cell(nb, "RUN_NAME ="))
+    match = re.search(r"training preset '(\w+)' on (\S+) for (\d+) steps", announced)
+    if match:
+        out.update(preset=match[1], device=match[2], steps=int(match[3]))
+    match = re.search(r"bf16 autocast: (True|False)", announced)
+    if match:
+        out["bf16"] = match[1] == "True"
+    trained = stream_text(code_cell(nb, "trainer = Trainer("))
+    match = re.search(r"trained to step (\d+) \(([\d.]+) s in this session\)", trained)
+    if match:
+        out.update(trained_to_step=int(match[1]), train_seconds=float(match[2]))
+    return out
+
+
+def notebook06(nb) -> dict:
+    table_cell = code_cell(nb, 'print(f"{NUM_EVAL} images per setting')
+    text = stream_text(table_cell)
+    out = {"table": parse_table(text)}
+    match = re.search(r"(\d+) images per setting, on (\S+)", text)
+    if match:
+        out.update(images_per_setting=int(match[1]), device=match[2])
+    verdict = [line for line in text.splitlines() if line.startswith(("every setting", "FD ranges"))]
+    if verdict:
+        out["verdict"] = verdict[0]
+    nn = re.search(r"median distance to the nearest training image: .*", stream_text(code_cell(nb, "def nearest_train")))
+    if nn:
+        out["nearest_neighbour"] = nn[0]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("nb05", type=Path, help="executed notebooks/05_training.ipynb")
+    parser.add_argument("nb06", type=Path, help="executed notebooks/06_sampling_and_evaluation.ipynb")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the JSON and PNG files")
+    args = parser.parse_args(argv)
+    for name in ("nb05", "nb06"):
+        if not getattr(args, name).is_file():
+            parser.error(f"{name} must be an executed notebook file, got {str(getattr(args, name))!r}")
+    nb05, nb06 = (nbformat.read(p, as_version=4) for p in (args.nb05, args.nb06))
+    try:
+        runs = [run_summary(nb05, args.nb05), run_summary(nb06, args.nb06)]
+    except ValueError as error:
+        parser.error(str(error))
+    machine, date = runs[0]["machine"], runs[0]["started"][:10]
+    stem = f"notebooks-{slug(machine.split(',')[0])}-{date.replace('-', '')}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": machine, "date": date, "runs": runs, "05_training": notebook05(nb05),
+              "06_sampling_and_evaluation": notebook06(nb06), "images": {}}
+    for key, nb, start in (("05-samples", nb05, "viz.show_images(samples_ema"), ("06-samplers", nb06, "rows = torch.cat")):
+        png = first_png(code_cell(nb, start))
+        if png is not None:
+            path = args.out / f"{stem}-{key}.png"
+            path.write_bytes(png)
+            result["images"][key] = path.name
+    json_path = args.out / f"{stem}.json"
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {json_path}" + "".join(f" and {args.out / n}" for n in result["images"].values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
