@@ -107,6 +107,10 @@ CASES = [
     ("config lr", lambda: TrainConfig(lr=0.0), ValueError, r"lr must be a finite number in \(0.0, inf\]"),
     ("config batch", lambda: TrainConfig(batch_size=0), ValueError, r"batch_size must be an integer in \[1, inf\]"),
     ("config ema", lambda: TrainConfig(ema_decay=1.0), ValueError, r"ema_decay must be .* \[0.0, 1.0\)"),
+    ("config attention str", lambda: TrainConfig(attention_levels="2"), TypeError,
+     r"attention_levels must be a tuple of integers \(or one integer\), such as \(1, 2, 2\), got '2'"),
+    ("config mults float", lambda: UNetConfig(channel_mults=(1, 2.0)), TypeError,
+     r"channel_mults must be a tuple of integers .* got \(1, 2.0\)"),
     ("config amp", lambda: TrainConfig(amp="fp16"), ValueError, "amp must be one of 'auto', 'bf16', 'off'"),
     ("config on_nan", lambda: TrainConfig(on_nan="ignore"), ValueError, "on_nan must be one of 'raise', 'skip'"),
     ("config unknown key", lambda: TrainConfig.from_dict({"epochs": 3}), ValueError, r"unknown TrainConfig setting\(s\) \['epochs'\]"),
@@ -158,3 +162,13 @@ def test_skip_value_checks_skips_only_value_reads_and_only_inside():
         raise RuntimeError
     with pytest.raises(ValueError, match="NaN or Inf"):  # ... does not leave the checks off
         S.q_sample(NAN, T2)
+
+
+def test_one_integer_is_a_one_level_tuple():
+    """--set attention_levels=1 on the command line gives the int 1: it means (1,)."""
+    from ddpm_helpers.cli import _parse_overrides
+
+    values = _parse_overrides(["attention_levels=1", "channel_mults=1,2"])
+    config = TrainConfig.from_dict({**TINY.to_dict(), **values})
+    assert config.attention_levels == (1,) and config.channel_mults == (1, 2)
+    assert UNetConfig(channel_mults=[1, 2], attention_levels=1).attention_levels == (1,)

@@ -65,6 +65,15 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     return value
 
 
+def as_int_tuple(name: str, value: Any) -> tuple[int, ...]:
+    """``value`` as a tuple of ints: a list or tuple of ints, or one int (``attention_levels=1`` means ``(1,)``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise TypeError(f"{name} must be a tuple of integers (or one integer), such as (1, 2, 2), got {_show(value)}")
+
+
 def check_float(
     name: str,
     value: Any,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import __version__, distributed
-from ._validate import check_choice, check_float, check_int, check_tensor, skip_value_checks
+from ._validate import as_int_tuple, check_choice, check_float, check_int, check_tensor, skip_value_checks
 from .checkpoint import (
     CheckpointError,
     check_same_config,
@@ -115,10 +115,10 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.channel_mults = tuple(self.channel_mults)
+        self.channel_mults = as_int_tuple("channel_mults", self.channel_mults)
         if self.attention_levels is None:
             self.attention_levels = (len(self.channel_mults) - 1,)
-        self.attention_levels = tuple(self.attention_levels)
+        self.attention_levels = as_int_tuple("attention_levels", self.attention_levels)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("prediction", self.prediction, PREDICTION_TYPES)
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_float, check_int, check_tensor, check_timesteps
+from ._validate import as_int_tuple, check_float, check_int, check_tensor, check_timesteps
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -124,10 +124,10 @@ class UNetConfig:
     extra: dict = field(default_factory=dict)  # free-form notes, saved with checkpoints
 
     def __post_init__(self) -> None:
-        self.channel_mults = tuple(self.channel_mults)
+        self.channel_mults = as_int_tuple("channel_mults", self.channel_mults)
         if self.attention_levels is None:
             self.attention_levels = (len(self.channel_mults) - 1,)
-        self.attention_levels = tuple(self.attention_levels)
+        self.attention_levels = as_int_tuple("attention_levels", self.attention_levels)
         check_int("in_channels", self.in_channels, min_value=1)
         check_int("base_channels", self.base_channels, min_value=1)
         check_int("num_res_blocks", self.num_res_blocks, min_value=1)
