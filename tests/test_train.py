@@ -180,3 +180,13 @@ def test_auto_amp_uses_bf16_only_where_the_card_has_it(monkeypatch, capability, 
     assert has_native_bf16(torch.device("cuda", 0)) is expected and seen[-1] == torch.device("cuda", 0)
     for other in ("cpu", "mps", torch.device("cpu")):
         assert has_native_bf16(other) is False
+
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "cpu"), ((8, 0), "gpu"), ((9, 0), "gpu")])
+def test_notebooks_take_the_gpu_preset_only_on_cards_with_bf16(monkeypatch, capability, expected):
+    from ddpm_helpers.presets import preset_for
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert preset_for("cuda") == expected
+    assert preset_for("cpu") == preset_for(torch.device("cpu")) == preset_for("mps") == "cpu"
