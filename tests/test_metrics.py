@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ddpm_helpers.data import load_mnist
-from ddpm_helpers.metrics import classify, evaluate_samples, frechet_distance, kernel_inception_distance, load_classifier
+from ddpm_helpers.metrics import (classify, evaluate_samples, fit_digit_gaussians, frechet_distance,
+                                  kernel_inception_distance, load_classifier)
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,46 @@ def test_evaluate_samples_on_real_and_bad_images(classifier, data_dir):
     assert noise["kid"] > 50 * max(good["kid"], 1e-3)
     assert sum(good["class_histogram"]) == 500 and min(good["class_histogram"]) > 20
     assert good["num_reference"] == 10000
+    # the classifier is more confident on noise than on real digits; the in-distribution share is not fooled
+    assert noise["frac_confident_0.9"] > good["frac_confident_0.9"]
+    assert good["frac_in_distribution"] > 0.95 and good["frac_in_distribution_floor"] > 0.95
+    assert noise["frac_in_distribution"] == 0 and noise["frac_confident_0.9_in_distribution"] == 0
+    assert good["frac_confident_0.9_in_distribution"] <= min(good["frac_confident_0.9"], good["frac_in_distribution"])
+
+
+def test_digit_gaussians_threshold_and_distance_follow_the_definitions():
+    gen = torch.Generator().manual_seed(0)
+    means = torch.tensor([[0.0, 0.0], [10.0, 0.0]], dtype=torch.float64)
+    scale = torch.tensor([1.0, 3.0], dtype=torch.float64)           # a shared, non-isotropic covariance
+    labels = torch.arange(4000) % 2
+    feats = means[labels] + torch.randn(4000, 2, generator=gen, dtype=torch.float64) * scale
+    held = means[torch.arange(4000) % 2] + torch.randn(4000, 2, generator=gen, dtype=torch.float64) * scale
+    g = fit_digit_gaussians(feats, labels, held, quantile=0.9)
+    assert torch.allclose(g.means, means, atol=0.3)      # 4.5 standard errors (3 / sqrt(2000)) in y
+    # the squared Mahalanobis distance, computed independently from the fitted means and the pooled covariance
+    centred = feats - g.means[labels]
+    cov = centred.T @ centred / len(feats)
+    points = torch.tensor([[10.0, 3.0], [0.0, 0.0], [5.0, 0.0]], dtype=torch.float64)
+    diff = points[:, None, :] - g.means[None]                     # (3, K, 2)
+    expected = (diff @ torch.linalg.inv(cov) * diff).sum(-1).min(1).values
+    assert torch.allclose(g.distance(points), expected, rtol=1e-4)
+    # and near the true one, covariance diag(1, 9): 3 along y from class 1 is 1.0; halfway between the means, 25
+    assert torch.allclose(g.distance(points), torch.tensor([1.0, 0.0, 25.0], dtype=torch.float64), atol=1.5)
+    # for 2-D Gaussians the squared distance is chi-square with 2 degrees of freedom: its 0.9 quantile is 4.605
+    assert abs(g.threshold - 4.605) < 0.4
+    assert abs(float(g.in_distribution(held).double().mean()) - 0.9) < 1e-3   # the held-out set defines it
+    assert float(g.in_distribution(feats).double().mean()) > 0.87
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda f, y: fit_digit_gaussians(f, y[:-1], f), ["labels", "one label per row"]),
+    (lambda f, y: fit_digit_gaussians(f, y, f, quantile=1.5), ["quantile", "1.5"]),
+    (lambda f, y: fit_digit_gaussians(f, y, f[:1]), ["held_out", "at least 2"]),
+    (lambda f, y: fit_digit_gaussians(f, y, f).distance(f[:, :1]), ["features", "2 columns"]),
+])
+def test_digit_gaussians_bad_input_is_named(call, words):
+    f = torch.randn(20, 2, dtype=torch.float64)
+    y = torch.arange(20) % 2
+    with pytest.raises((ValueError, TypeError)) as info:
+        call(f, y)
+    assert all(w in str(info.value) for w in words), str(info.value)
