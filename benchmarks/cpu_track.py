@@ -81,6 +81,7 @@ def summary(point: dict) -> str:
     u = point["unconditional"]
     text = (f"step {point['step']:>5} | {point['train_seconds']:>6.0f} s | uncond FD {u['frechet_distance']:.3f} "
             f"(floor {u['frechet_distance_floor']:.3f}) >0.9 {u['frac_confident_0.9']:.1%} "
+            f"in dist. {u['frac_in_distribution']:.1%} "
             f"classes {sum(c > 0 for c in u['class_histogram'])}")
     for w, g in point.get("guided", {}).items():
         text += f" | w={w}: acc {g['accuracy']:.1%} >0.9 {g['frac_confident_0.9']:.1%} FD {g['frechet_distance']:.3f}"
@@ -98,6 +99,7 @@ def table_rows(result: dict, date: str, machine: str, command: str) -> str:
         rows.append(f"| {date} | {machine} | {recipe} | {result['parameters']:,} | {p['step']} | "
                     f"{p['train_seconds']:.0f} | {p['grid_64_seconds']:.1f} | DDIM {result['sample_steps']} | "
                     f"{u['frechet_distance']:.3f} / {u['frechet_distance_floor']:.3f} | {u['frac_confident_0.9']:.1%} | "
+                    f"{u['frac_in_distribution']:.1%} | "
                     f"{sum(c > 0 for c in u['class_histogram'])} | {guided} | `{command}` |")
     return "\n".join(rows)
 

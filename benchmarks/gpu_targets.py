@@ -120,7 +120,7 @@ def score_draw(ref, method: str, steps: int | None, args, device, data_dir) -> d
     actual = cfg.num_timesteps if method == "ddpm" else steps
     print(f"  {method} {actual}: {args.num_samples} images in {seconds:.2f} s; FD {metrics['frechet_distance']:.3f} "
           f"(floor {metrics['frechet_distance_floor']:.3f}, {metrics['frechet_ratio']:.2f}x), "
-          f">0.9 {metrics['frac_confident_0.9']:.1%}", flush=True)
+          f">0.9 {metrics['frac_confident_0.9']:.1%}, in distribution {metrics['frac_in_distribution']:.1%}", flush=True)
     return {"method": method, "steps": actual, "num_samples": args.num_samples, "sample_seconds": seconds,
             "metrics": metrics, "_images": x}
 

@@ -372,7 +372,8 @@ def run_quality(args, preset: str, images, labels, device: torch.device, data_di
                 metrics = _common.score(x, data_dir=data_dir)
                 scored.append({"method": method, "steps": k, "sample_seconds": seconds, "metrics": metrics})
                 print(f"[quality] {name}: {method} {k}: FD {metrics['frechet_distance']:.3f} "
-                      f"(floor {metrics['frechet_distance_floor']:.3f}), >0.9 {metrics['frac_confident_0.9']:.1%}",
+                      f"(floor {metrics['frechet_distance_floor']:.3f}), >0.9 {metrics['frac_confident_0.9']:.1%}, "
+                      f"in distribution {metrics['frac_in_distribution']:.1%}",
                       flush=True)
             row = {"lever": name, "overrides": overrides, "parameters": count_parameters(ref.model),
                    "train": trained, "samples": scored, "guidance": guidance if cfg.class_conditional else None}
@@ -399,7 +400,7 @@ def quality_rows(date: str, machine: str, command: str, preset: str, r: dict) ->
         cells = [date, machine, preset, r["lever"], f"{r['parameters']:,}", f"{tr['train_seconds']:.0f}",
                  str(tr["steps"]), f"{sampler} {s['steps']}", f"{s['sample_seconds']:.1f} ({m['num_samples']})",
                  f"{_common.fmt(m['frechet_distance'])} / {_common.fmt(m['frechet_distance_floor'])} "
-                 f"({m['frechet_ratio']:.1f}x)", f"{m['frac_confident_0.9']:.1%}",
+                 f"({m['frechet_ratio']:.1f}x)", f"{m['frac_confident_0.9']:.1%}", f"{m['frac_in_distribution']:.1%}",
                  str(references.classes_present(m["class_histogram"])),
                  "-" if r.get("guidance") is None else f"{r['guidance']:g}", "", f"`{command}`"]
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

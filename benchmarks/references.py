@@ -387,7 +387,8 @@ def table_row(date: str, machine: str, command: str, ref: dict, s: dict) -> str:
              f"{tr['images_per_second']:.0f}", s["sampler"], str(s["steps"]),
              f"{s['sample_seconds']:.1f} ({s['num_samples']})", _common.fmt(m["frechet_distance"]),
              _common.fmt(m["frechet_distance_floor"]), _common.fmt(m["kid"]), f"{m['mean_confidence']:.3f}",
-             f"{m['frac_confident_0.9']:.1%}", str(classes_present(m["class_histogram"])), f"`{command}`"]
+             f"{m['frac_confident_0.9']:.1%}", f"{m['frac_in_distribution']:.1%}",
+             str(classes_present(m["class_histogram"])), f"`{command}`"]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] {sampler} {actual} steps: {num_samples} images in {seconds_taken:.1f} s; "
                   f"FD {metrics['frechet_distance']:.3f} (floor {metrics['frechet_distance_floor']:.3f}), "
                   f"KID {metrics['kid']:.4f}, conf {metrics['mean_confidence']:.3f}, "
-                  f">0.9 {metrics['frac_confident_0.9']:.1%}, classes {classes_present(metrics['class_histogram'])}",
+                  f">0.9 {metrics['frac_confident_0.9']:.1%}, in distribution {metrics['frac_in_distribution']:.1%}, classes {classes_present(metrics['class_histogram'])}",
                   flush=True)
         results[name] = entry
         del ref

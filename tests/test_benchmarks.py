@@ -74,7 +74,7 @@ def test_smoke_run_scores_all_three_references_and_leaves_results_md_alone(data_
         assert not bad, f"{name}: non-finite numbers {bad}"
     assert refs["seed"]["parameters"] == 37857  # the seed's 32-64-32 network as written
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 6 and all(row.count(" | ") == 16 for row in rows)
+    assert len(rows) == 6 and all(row.count(" | ") + 1 == section_columns("references") for row in rows)
 
 
 def test_full_step_count_means_ddpm_with_each_references_own_T():
@@ -133,6 +133,8 @@ def test_cpu_track_smoke_scores_a_curve_with_guidance(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert RESULTS_MD.read_bytes() == before
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 and all(row.count(" | ") + 1 == section_columns("cpu_track") for row in rows), rows
     path = Path([line for line in result.stdout.splitlines() if line.startswith("wrote ")][0][len("wrote "):])
     try:
         saved = json.loads(path.read_text())
