@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ddpm_helpers.unet import SimpleUNet, UNet, UNetConfig, count_parameters, receptive_field, sinusoidal_embedding
+from ddpm_helpers.unet import (ResBlock, SimpleUNet, UNet, UNetConfig, count_parameters, receptive_field,
+                               sinusoidal_embedding)
 
 
 @pytest.mark.parametrize("mults,size", [((1, 2, 2), 28), ((1, 2, 2), 32), ((1, 2), 14), ((1, 2), 30), ((1,), 9),
@@ -59,7 +60,32 @@ def test_receptive_fields():
     assert int(simple.sum()) == 81
     rows, cols = simple.nonzero().T
     assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (10, 18, 10, 18)
-    assert bool(receptive_field(UNet(base_channels=8)).all())
+    assert bool(receptive_field(UNet(base_channels=8)).all())  # norms stripped (the default): still the whole image
+    assert torch.equal(receptive_field(SimpleUNet(), strip_norms=False), simple)  # no norms: the flag changes nothing
+
+
+class _OneResBlock(torch.nn.Module):
+    """One ResBlock(1, 8, 8) with the (x, t) signature receptive_field expects (a fixed time vector)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = ResBlock(1, 8, emb_dim=8)
+
+    def forward(self, x, t):
+        return self.block(x, torch.zeros(x.shape[0], 8))
+
+
+def test_receptive_field_strips_group_norms():
+    """A GroupNorm's statistics span every pixel, so with norms one ResBlock "sees" all 784; without, its 5x5."""
+    block = _OneResBlock()
+    local = receptive_field(block)
+    assert int(local.sum()) == 25  # two 3x3 convolutions (+ a 1x1 skip): a 5x5 patch
+    rows, cols = local.nonzero().T
+    assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (12, 16, 12, 16)
+    assert int(receptive_field(block, strip_norms=False).sum()) == 784
+    assert isinstance(block.block.norm1, torch.nn.GroupNorm)  # measured on a copy: the model is untouched
+    with pytest.raises(TypeError, match="strip_norms must be True or False"):
+        receptive_field(block, strip_norms="yes")
 
 
 def test_simple_unet_accepts_other_sizes():
