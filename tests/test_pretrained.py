@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ddpm_helpers import pretrained
-from ddpm_helpers.metrics import classify, load_classifier
+from ddpm_helpers.metrics import classify, load_classifier, reference_digit_gaussians
 from ddpm_helpers.sampling import sample
 
 
@@ -20,6 +20,11 @@ def test_a_pretrained_model_ships_and_is_small():
     assert card["config"]["class_conditional"] is True
     # the card records how it was made and what it measured
     assert "ddpm_helpers train" in card["run"]["command"] and card["metrics"]["num_samples"] >= 1000
+    # rescored with the share in distribution: the same images, so the scores both versions have agree
+    rescored = card["rescored"]["metrics"]
+    assert abs(rescored["frechet_distance"] - card["metrics"]["frechet_distance"]) < 1e-4
+    assert rescored["accuracy"] == card["metrics"]["accuracy"]
+    assert rescored["frac_confident_0.9_in_distribution"] > 0.9  # most samples confident *and* digit-like
     json.dumps(card)
 
 
@@ -35,9 +40,11 @@ def test_pretrained_model_draws_the_requested_digits():
     images = sample(model, schedule, 40, method="ddim", steps=20, y=digits, guidance_scale=2.0,
                     prediction=config.prediction, generator=torch.Generator().manual_seed(0))
     assert images.shape == (40, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
-    _, probs = classify(load_classifier(), images)
+    features, probs = classify(load_classifier(), images)
+    assert float(reference_digit_gaussians().in_distribution(features).double().mean()) >= 0.85
     accuracy = float((probs.argmax(1) == digits).double().mean())
     assert accuracy >= 0.9, f"only {accuracy:.0%} of the guided samples were classified as the requested digit"
     # guidance matters: pure noise is not classified as the requested digit
-    _, noise_probs = classify(load_classifier(), torch.randn(40, 1, 28, 28).clamp(-1, 1))
+    noise_features, noise_probs = classify(load_classifier(), torch.randn(40, 1, 28, 28).clamp(-1, 1))
     assert float((noise_probs.argmax(1) == digits).double().mean()) < 0.5
+    assert not reference_digit_gaussians().in_distribution(noise_features).any()
