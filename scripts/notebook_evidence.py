@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 
 TABLE_FIELDS = ("calls", "seconds", "ms_per_image", "frechet_distance", "frechet_distance_floor", "kid", "kid_floor",
-                "mean_confidence")
+                "mean_confidence", "frac_in_distribution")
 
 
 def slug(text: str) -> str:
@@ -65,17 +65,20 @@ def run_summary(nb, path: Path) -> dict:
 
 
 def parse_table(text: str) -> list[dict]:
-    """Rows of notebook 06's table: a name, then the eight numbers of TABLE_FIELDS."""
+    """Rows of notebook 06's table: a name, then the numbers of TABLE_FIELDS (the last, the share in distribution,
+    printed as a percentage; tables printed before it was added end at the confidence)."""
     rows = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 9:
+        fields = TABLE_FIELDS if parts and parts[-1].endswith("%") else TABLE_FIELDS[:-1]
+        k = len(fields)
+        if len(parts) < k + 1:
             continue
         try:
-            numbers = [float(p) for p in parts[-8:]]
+            numbers = [float(p[:-1]) / 100 if p.endswith("%") else float(p) for p in parts[-k:]]
         except ValueError:
             continue
-        rows.append({"setting": " ".join(parts[:-8]), **dict(zip(TABLE_FIELDS, numbers))})
+        rows.append({"setting": " ".join(parts[:-k]), **dict(zip(fields, numbers))})
     for row in rows:
         row["calls"] = int(row["calls"])
     return rows

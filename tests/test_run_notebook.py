@@ -55,11 +55,11 @@ def test_bad_arguments_are_named(tmp_path):
 EVIDENCE = Path(__file__).resolve().parents[1] / "scripts" / "notebook_evidence.py"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()   # only copied, never decoded as an image
 TABLE = """200 images per setting, on cuda
-setting                  calls  seconds  ms/image       FD   floor      KID KID floor confid.
----------------------------------------------------------------------------------------------
-DDPM, sigma^2 = beta~     1000    41.20     206.0     0.37    0.36   -0.001    -0.001   0.965
-DDIM 10 steps               10     0.58       2.9     0.52    0.36    0.002    -0.001   0.955
-DPM++(2M) 10 steps          10     0.59       2.9     0.41    0.36    0.000    -0.001   0.953
+setting                  calls  seconds  ms/image       FD   floor      KID KID floor confid. in dist.
+------------------------------------------------------------------------------------------------------
+DDPM, sigma^2 = beta~     1000    41.20     206.0     0.37    0.36   -0.001    -0.001   0.965    98.5%
+DDIM 10 steps               10     0.58       2.9     0.52    0.36    0.002    -0.001   0.955    97.0%
+DPM++(2M) 10 steps          10     0.59       2.9     0.41    0.36    0.000    -0.001   0.953   100.0%
 
 FD ranges from 0.37 to 0.52 (floor 0.36): the settings differ in quality
 """
@@ -98,6 +98,7 @@ def test_evidence_keeps_the_printed_numbers_and_the_pictures(tmp_path):
     table = doc["06_sampling_and_evaluation"]["table"]
     assert [r["setting"] for r in table] == ["DDPM, sigma^2 = beta~", "DDIM 10 steps", "DPM++(2M) 10 steps"]
     assert table[0]["calls"] == 1000 and table[1]["frechet_distance"] == 0.52 and table[2]["mean_confidence"] == 0.953
+    assert table[0]["frac_in_distribution"] == 0.985 and table[2]["frac_in_distribution"] == 1.0
     assert doc["06_sampling_and_evaluation"]["verdict"].startswith("FD ranges from 0.37")
     assert "ratio 1.06" in doc["06_sampling_and_evaluation"]["nearest_neighbour"]
     assert [r["seconds"] for r in doc["runs"]] == [200.5, 200.5]
