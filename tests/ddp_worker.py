@@ -1,9 +1,12 @@
 """Run by tests/test_distributed.py under ``python -m torch.distributed.run --nproc_per_node 2``.
 
 Each rank trains the same tiny class-conditional config with gloo on the CPU, then writes its own
-final weights, the loss history and what ``save()`` returned, so the test can compare the ranks.
+final weights, the loss history, what ``save()`` returned, a digest of torch's global random state
+and (with dropout) which units its first dropout layer zeroed at each step, so the test can compare
+the ranks.
 """
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -23,13 +26,19 @@ def main() -> None:
     labels = torch.arange(64) % 10
     config = TrainConfig.from_dict(json.loads(config_json))
     trainer = Trainer(config, images, labels, out_dir=out / "run", device=device)
+    masks = []  # per step: the units that the first dropout layer zeroed (its input is almost surely non-zero)
+    dropout = next((m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0), None)
+    if dropout is not None:
+        dropout.register_forward_hook(lambda module, inputs, output: masks.append(output.detach() == 0))
     start = trainer.step
     trainer.fit(steps)
     saved = trainer.save()
     torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, out / f"rank{rank}_weights.pt")
+    torch.save(masks, out / f"rank{rank}_masks.pt")
     (out / f"rank{rank}.json").write_text(json.dumps({
         "world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
         "start_step": start, "history": trainer.history, "save_returned": None if saved is None else str(saved),
+        "rng_digest": hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest(),
     }))
     distributed.shutdown()
 

@@ -1,4 +1,8 @@
-"""Data-parallel training: 2 CPU processes with gloo, launched by torchrun, behave like 1 process on the global batch."""
+"""Data-parallel training: 2 CPU processes with gloo, launched by torchrun, behave like 1 process on the global batch.
+
+Exactly so without dropout (``CONFIG``); with dropout (``DROPOUT_CONFIG``) each rank draws its own masks, so the
+match is in distribution only, and the tests check that the ranks still agree and that resuming stays exact.
+"""
 
 import json
 import os
@@ -16,6 +20,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 CONFIG = dict(num_timesteps=50, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
               dropout=0.0, class_conditional=True, label_drop_prob=0.3, batch_size=4, lr=1e-3, warmup_steps=2,
               steps=8, checkpoint_every=3, keep_last=10, progress=False)
+DROPOUT_CONFIG = {**CONFIG, "dropout": 0.3}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -42,14 +47,36 @@ def ddp_run(tmp_path_factory):
     return out
 
 
-def test_both_ranks_end_with_identical_weights(ddp_run):
-    info = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
+@pytest.fixture(scope="module")
+def ddp_dropout_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp_dropout")
+    torchrun(WORKER, out, 6, json.dumps(DROPOUT_CONFIG))
+    return out
+
+
+def assert_ranks_agree(run_dir):
+    info = [json.loads((run_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [i["world_size"] for i in info] == [2, 2] and info[0]["backend"] == "gloo"
-    w0, w1 = (torch.load(ddp_run / f"rank{r}_weights.pt", weights_only=True) for r in (0, 1))
+    w0, w1 = (torch.load(run_dir / f"rank{r}_weights.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys()
     for name in w0:
         assert torch.equal(w0[name], w1[name]), name
     assert info[0]["history"] == info[1]["history"]  # the loss is averaged over the ranks
+    # the shared streams (indices, t, noise, dropped labels) stayed aligned: the same global random state
+    assert info[0]["rng_digest"] == info[1]["rng_digest"]
+
+
+def test_both_ranks_end_with_identical_weights(ddp_run):
+    assert_ranks_agree(ddp_run)
+
+
+def test_with_dropout_each_rank_draws_its_own_masks_and_the_ranks_still_agree(ddp_dropout_run):
+    assert_ranks_agree(ddp_dropout_run)
+    m0, m1 = (torch.load(ddp_dropout_run / f"rank{r}_masks.pt", weights_only=True) for r in (0, 1))
+    assert len(m0) == len(m1) == 6
+    for step, (a, b) in enumerate(zip(m0, m1)):
+        assert 0.2 < a.float().mean() < 0.4, (step, a.float().mean())  # dropout 0.3 was applied
+        assert not torch.equal(a, b), f"step {step}: both ranks dropped the same units"
 
 
 def test_two_ranks_match_one_process_on_the_global_batch(ddp_run, tmp_path):
@@ -75,18 +102,27 @@ def test_only_rank_zero_writes_checkpoints(ddp_run):
     assert sorted(p.name for p in (ddp_run / "run").iterdir()) == names  # no temp or duplicate files
 
 
-def test_resume_with_same_world_size_continues_and_other_size_is_refused(ddp_run, tmp_path):
+def test_resume_with_same_world_size_repeats_the_run_and_other_size_is_refused(ddp_dropout_run, tmp_path):
+    """With dropout, so that the per-rank masks are checked too: a run stopped at step 3 and resumed repeats, bit
+    for bit, the run that went straight to step 6. (Without dropout, resumed and straight runs match the one
+    process up to rounding: test_two_ranks_match_one_process_on_the_global_batch.)"""
     import shutil
 
     out = tmp_path / "copy"
-    shutil.copytree(ddp_run, out)
-    torchrun(WORKER, out, 8, json.dumps(CONFIG))
+    shutil.copytree(ddp_dropout_run, out)
+    (out / "run" / "ckpt_00000006.pt").unlink()  # as if the run had stopped after step 3
+    torchrun(WORKER, out, 6, json.dumps(DROPOUT_CONFIG))
     info = json.loads((out / "rank0.json").read_text())
-    assert info["start_step"] == 6 and len(info["history"]) == 8
-    uninterrupted = single_process(tmp_path / "ref", 8, batch_size=2 * CONFIG["batch_size"])
-    assert info["history"] == pytest.approx(uninterrupted.history, rel=1e-5, abs=1e-6)
+    straight = json.loads((ddp_dropout_run / "rank0.json").read_text())
+    assert info["start_step"] == 3 and info["history"] == straight["history"]
+    resumed_w, straight_w = (torch.load(d / "rank1_weights.pt", weights_only=True) for d in (out, ddp_dropout_run))
+    for name in straight_w:
+        assert torch.equal(resumed_w[name], straight_w[name]), name
+    resumed_masks = torch.load(out / "rank1_masks.pt", weights_only=True)
+    straight_masks = torch.load(ddp_dropout_run / "rank1_masks.pt", weights_only=True)
+    assert len(resumed_masks) == 3 and all(torch.equal(a, b) for a, b in zip(resumed_masks, straight_masks[3:]))
     with pytest.raises(CheckpointError, match=r"2 process\(es\).*this run has 1"):
-        single_process(out / "run", 10)
+        single_process(out / "run", 10, dropout=DROPOUT_CONFIG["dropout"])
 
 
 def test_cli_trains_under_torchrun(tmp_path):

@@ -1,5 +1,6 @@
 """Training: the loss falls, resume is exact, NaNs are caught, bf16 works, the EMA follows the weights."""
 
+import contextlib
 import json
 import math
 import os
@@ -67,7 +68,11 @@ def test_resume_with_another_config_names_the_mismatch(tmp_path, mnist_small, ti
     with pytest.raises(CheckpointError, match="base_channels: checkpoint has 8, now 16.*lr"):
         Trainer(other, mnist_small[0], out_dir=tmp_path, device="cpu")
     longer = TrainConfig(**{**tiny_config.to_dict(), "steps": 30})  # more steps is a valid resumption
-    assert Trainer(longer, mnist_small[0], out_dir=tmp_path, device="cpu").step == 10
+    resumed = Trainer(longer, mnist_small[0], out_dir=tmp_path, device="cpu")
+    assert resumed.step == 10
+    # ... whose cosine learning rate is re-fitted to the new length from the resumed step on
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(longer.lr * longer.lr_at(10), rel=1e-12)
+    assert longer.lr_at(10) > 1.2 * tiny_config.lr_at(10)  # (so the old schedule would fail the line above)
 
 
 def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path, mnist_small, tiny_config):
@@ -126,6 +131,55 @@ def test_ema_moves_towards_the_weights():
     before = ema.model.weight.clone()
     ema.update(model, step=1000)
     assert torch.allclose(ema.model.weight, before + 0.5)
+
+
+def _as_rank(trainer, rank, world_size=2):
+    """Make a one-process Trainer train like rank ``rank`` of ``world_size``: its slice of the global batch, its
+    dropout seed (there is no process group, so no gradient averaging: enough to look at the random numbers)."""
+    trainer.rank, trainer.world_size = rank, world_size
+    return trainer
+
+
+def _dropout_masks_of_one_step(trainer):
+    """Which units each dropout layer zeroed in one train_step (their inputs are almost surely non-zero)."""
+    masks, hooks = [], []
+    for module in trainer.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            hooks.append(module.register_forward_hook(lambda m, i, out: masks.append(out.detach() == 0)))
+    trainer.train_step()
+    for hook in hooks:
+        hook.remove()
+    return torch.cat([m.flatten() for m in masks])
+
+
+def test_each_rank_draws_its_own_dropout_masks_from_seed_step_and_rank(mnist_small, tiny_config):
+    """Under torchrun every rank starts from the same seed; without a seed of its own per rank, all ranks would
+    drop the same units (of different images). The per-rank seed must not disturb the shared streams of t and
+    noise, and must depend on (seed, step, rank) only, so that a resumed run draws the same masks."""
+    from ddpm_helpers.train import dropout_seed
+
+    images = mnist_small[0][:64]
+    cfg = TrainConfig(**{**tiny_config.to_dict(), "dropout": 0.5})
+    masks, states = {}, {}
+    for rank in (0, 1):
+        trainer = _as_rank(Trainer(cfg, images, device="cpu"), rank)  # the constructor seeds the global RNG
+        masks[rank] = _dropout_masks_of_one_step(trainer)
+        states[rank] = torch.get_rng_state()
+    assert 0.4 < masks[0].float().mean() < 0.6
+    assert not torch.equal(masks[0], masks[1])  # each rank its own masks ...
+    assert torch.equal(states[0], states[1])    # ... and the shared stream (t, noise) is where it would be anyway
+    # rank 0 again, with the global RNG moved elsewhere first (as a resumed run's would be): the same masks
+    again = _as_rank(Trainer(cfg, images, device="cpu"), 0)
+    torch.rand(1000)
+    assert torch.equal(_dropout_masks_of_one_step(again), masks[0])
+    # the next step draws new masks; one process keeps drawing from the global RNG as before
+    assert not torch.equal(_dropout_masks_of_one_step(again), masks[0])
+    single = Trainer(cfg, images, device="cpu")
+    assert isinstance(single.rank_rng(), contextlib.nullcontext)  # one process: nothing changes
+    assert len({dropout_seed(0, step, rank) for step in range(100) for rank in range(8)}) == 800
+    assert all(0 <= dropout_seed(2**62, 10**9, r) < 2**63 for r in range(4))
+    with pytest.raises(ValueError, match="rank"):
+        dropout_seed(0, 0, -1)
 
 
 SCRIPT = """

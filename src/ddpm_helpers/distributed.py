@@ -11,7 +11,8 @@ How the course splits a batch: every rank draws the same *global* batch of ``bat
 indices (and the same timesteps and noise) from generators seeded identically, then keeps its own
 disjoint slice of ``batch_size``. The averaged gradient is then exactly the gradient of one process
 training on the global batch: ``torchrun`` with 2 ranks of 64 is the same maths as 1 process with
-128 (up to the order of floating-point sums), which the tests check. Rank 0 alone keeps the EMA,
+128 (up to the order of floating-point sums), which the tests check. Dropout masks are the one exception:
+each rank draws its own (``Trainer.rank_rng``), so with dropout the match is in distribution only. Rank 0 alone keeps the EMA,
 writes checkpoints, logs and draws progress bars; every rank reads the checkpoint to resume.
 
 The backend is chosen automatically: ``nccl`` when the ranks have GPUs, ``gloo`` on CPUs. A plain

@@ -15,6 +15,7 @@ the step, every RNG state and the loss history.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -44,7 +45,8 @@ from .schedules import PREDICTION_TYPES, SCHEDULES, NoiseSchedule
 from .unet import UNet, UNetConfig
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
-# Settings that may change between a run and its resumption without changing its maths.
+# Settings that may change between a run and its resumption: bookkeeping, which leaves the maths alone, and
+# ``steps``, which does not: the resumed run re-fits the cosine learning rate (TrainConfig.lr_at) to the new length.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_last", "log_every", "on_nan", "progress")
 
 
@@ -55,6 +57,23 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def dropout_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of rank ``rank``'s dropout masks at ``step`` of a data-parallel run (see :meth:`Trainer.train_step`).
+
+    A function of these three numbers only, so every rank draws masks of its own, and a resumed run draws the
+    masks of the run that was never stopped. Mixed by NumPy's ``SeedSequence``; always below 2**63.
+    """
+    check_int("seed", seed, min_value=0)
+    check_int("step", step, min_value=0)
+    check_int("rank", rank, min_value=0)
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def model_has_dropout(model: nn.Module) -> bool:
+    """Whether ``model`` holds a dropout layer (any ``nn.Dropout`` kind) with a probability above 0."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -172,8 +191,19 @@ class TrainConfig:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """The decay the EMA uses at ``step``: ``min(decay, (1 + step) / (10 + step))``.
+
+    The warm-up lets the early average forget the random initial weights; it is 0.1 at step 0 and reaches
+    ``decay`` only at step ``(10 * decay - 1) / (1 - decay)``: 890 for 0.99, 8,990 for 0.999.
+    """
+    decay = check_float("decay", decay, min_value=0.0, max_value=1.0, max_inclusive=False)
+    step = check_int("step", step, min_value=0)
+    return min(decay, (1 + step) / (10 + step))
+
+
 class EMA:
-    """Exponential moving average of a model's weights (with the usual warm-up of the decay)."""
+    """Exponential moving average of a model's weights (with the usual warm-up of the decay, :func:`ema_decay_at`)."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = check_float("decay", decay, min_value=0.0, max_value=1.0, max_inclusive=False)
@@ -181,7 +211,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
+        decay = ema_decay_at(self.decay, step)
         ema_params = list(self.model.parameters())
         torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - decay)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
@@ -201,7 +231,9 @@ class Trainer:
 
     Inside a torchrun process group (see :mod:`ddpm_helpers.distributed`) the model is wrapped in
     DistributedDataParallel, ``batch_size`` is per rank (the global batch is ``batch_size *
-    world_size``), and only rank 0 keeps the EMA, writes checkpoints and shows progress.
+    world_size``), and only rank 0 keeps the EMA, writes checkpoints and shows progress. Every rank
+    draws its own dropout masks (:func:`dropout_seed`); without dropout N ranks compute exactly the
+    gradients of one process on the global batch, with dropout the same in distribution.
     """
 
     def __init__(
@@ -244,6 +276,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay, fused=fused or None)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_at)
+        self.has_dropout = config.dropout > 0 or model_has_dropout(self.model)
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.history: list[float] = []
@@ -316,7 +349,10 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"checkpoint {state.get('path', '')} does not fit this model: {err}") from None
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.lr_scheduler.lr_lambdas = [self.config.lr_at]  # a longer run recomputes the schedule
+        # another `steps` re-fits the cosine from this step on (the same `steps` gives back the saved rates exactly)
+        self.lr_scheduler.lr_lambdas = [self.config.lr_at]
+        for group, base_lr in zip(self.optimizer.param_groups, self.lr_scheduler.base_lrs):
+            group["lr"] = base_lr * self.config.lr_at(self.lr_scheduler.last_epoch)
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.skipped_steps = list(state.get("skipped_steps", []))
@@ -352,6 +388,8 @@ class Trainer:
 
         Every rank draws the same global batch (indices, timesteps, noise, dropped labels) and keeps
         its own slice, so N ranks of ``batch_size`` compute the gradient of one global batch.
+        Dropout masks are the exception: with N > 1 ranks and dropout, each rank draws its own (see
+        :meth:`rank_rng`), or all ranks would drop the same units of different images.
         """
         cfg = self.config
         size, mine = cfg.batch_size * self.world_size, slice(self.rank * cfg.batch_size,
@@ -365,11 +403,13 @@ class Trainer:
             y = drop_labels(self.labels[idx], self.model.num_classes, cfg.label_drop_prob)[mine]
         self.model.train()
         # the batch was drawn here from images checked at start-up: no value checks (each would stall a GPU)
-        with skip_value_checks(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+        with self.rank_rng(), skip_value_checks(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                                   enabled=self.use_bf16):
             loss = diffusion_loss(self.ddp_model or self.model, self.schedule, x0, y, prediction=cfg.prediction,
                                   min_snr_gamma=cfg.min_snr_gamma, t=t, noise=noise)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP this also averages the gradients across the ranks
+        # needs no random numbers (autograd saved the dropout masks); under DDP it also averages the gradients
+        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
                                                    float("inf"))
         # one read-back per step (it waits for the GPU): the loss for the history, the norm for the NaN check
@@ -392,6 +432,29 @@ class Trainer:
         self.step += 1
         self.history.append(value)
         return value
+
+    def rank_rng(self, step: int | None = None) -> contextlib.AbstractContextManager:
+        """The random-number context of this rank's forward pass at ``step`` (default: the current step).
+
+        In one process, or without dropout, nothing changes. With N > 1 ranks and dropout, the global
+        generators (CPU, and this rank's GPU) are seeded with :func:`dropout_seed` ``(seed, step, rank)``
+        inside ``torch.random.fork_rng``, which puts their states back on exit: each rank draws dropout
+        masks of its own, the shared streams of timesteps and noise stay the same on every rank, and a
+        resumed run draws the masks of the uninterrupted one.
+        """
+        if self.world_size == 1 or not self.has_dropout:
+            return contextlib.nullcontext()
+        return self._seeded_fork(dropout_seed(self.config.seed, self.step if step is None else step, self.rank))
+
+    @contextlib.contextmanager
+    def _seeded_fork(self, seed: int):
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(seed)  # this rank's GPU only
+            yield
 
     def fit(self, steps: int | None = None) -> list[float]:
         """Train until ``steps`` (default ``config.steps``) have been done in total; returns the loss history.
