@@ -45,3 +45,24 @@ def test_badge_setup_and_parameters_follow_the_configured_repository(path):
     text = "\n".join(cells)
     assert re.search(r"#+ *Summary", text) and re.search(r"#+ *Exercises", text), f"{path.name}: summary/exercises"
     assert "assert " in text
+
+
+def test_exact_float32_switches_tf32_off_inside_and_restores_it_even_after_an_error():
+    import torch
+
+    from ddpm_helpers.course import exact_float32
+
+    before = torch.backends.cudnn.allow_tf32
+    try:
+        for setting in (True, False):
+            torch.backends.cudnn.allow_tf32 = setting
+            with exact_float32():
+                assert torch.backends.cudnn.allow_tf32 is False
+            assert torch.backends.cudnn.allow_tf32 is setting
+        torch.backends.cudnn.allow_tf32 = True
+        with pytest.raises(ZeroDivisionError):
+            with exact_float32():
+                1 / 0
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = before

@@ -1,4 +1,5 @@
-"""Small helpers every notebook uses: where the course lives, smoke mode, Colab, and an environment report.
+"""Small helpers every notebook uses: where the course lives, smoke mode, Colab, an environment report, and
+:func:`exact_float32` for comparisons that must agree to float32 precision on any GPU.
 
 ``COURSE_REPOSITORY`` is the one place the repository URL is configured: the "Open in Colab"
 badges and the Colab install cells of all notebooks are generated from it by
@@ -8,9 +9,11 @@ every notebook agrees with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -65,3 +68,20 @@ def environment_report() -> dict:
         report["gpu"] = torch.cuda.get_device_name(device)
         report["gpu_memory_gb"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
     return report
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Inside this block, float32 convolutions are exact float32; the previous setting comes back on exit.
+
+    Ampere and newer GPUs run float32 convolutions in TF32 (a 10-bit mantissa) by default. That is fine for
+    training and sampling, but two computations of the same thing (a hand-written loop and the package's, or two
+    batch sizes for which cuDNN picks other kernels) may then disagree by more than the 1e-4 or 1e-5 that the
+    notebooks check. On a CPU this changes nothing.
+    """
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved

@@ -276,7 +276,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay, fused=fused or None)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_at)
-        self.has_dropout = config.dropout > 0 or model_has_dropout(self.model)
+        self.has_dropout = model_has_dropout(self.model)  # config.dropout, or a model passed in with its own
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.history: list[float] = []
