@@ -28,8 +28,13 @@ fused AdamW on CUDA (fp32 and foreach AdamW on a CPU), a foreach EMA. The rows:
   4 times smaller activation map should cut. (For an already folded preset: ``no pixel-unshuffle``.)
 
 Every row reports images/s, the ratio to the baseline, the time of its first (warm-up) steps,
-the mean loss of its timed steps (a lever must not change the maths: these should agree) and,
-on CUDA, the peak memory.
+the mean loss of its first timed round (a lever must not change the maths: these should agree) and,
+on CUDA, the peak memory. With ``--repeats N`` (default 3 on a CPU, 1 on CUDA) every row is timed N
+times: the first round row by row, as it is built, then N - 1 rounds that visit every row in turn,
+so that a machine whose speed drifts (a CPU warming up, boosting or shared) does not favour the
+rows that happen to run late; the row's figure is the median and its note gives the range. (The
+first CPU run of 2026-12-02 had one round: its baseline, measured first, came out slower than the
+for-loop AdamW it was meant to beat.)
 
 **quality** (``--part quality``): the real ``Trainer`` on a time budget (``--quality-seconds``
 each; the cosine LR schedule is fitted to the budget from the measured step time, as in
@@ -37,7 +42,9 @@ each; the cosine LR schedule is fitted to the budget from the measured step time
 package's metrics (Frechet distance beside the real-data floor, the share classified with
 confidence > 0.9, classes present). Rows: the baseline; batch x2 with lr x sqrt(2) and batch x0.5
 with lr / sqrt(2) (the square-root rule for Adam); a linear instead of a cosine schedule; eps instead
-of v prediction (or v instead of eps); half and 1.5 times the width; one ResBlock per level instead
+of v prediction (or v instead of eps); half as many timesteps T (or, below T = 1000, twice as many:
+the ``cpu`` preset's T = 500 against 1000; the sampler's DDIM 50 costs the same either way); half and 1.5
+times the width; one ResBlock per level instead
 of two (or two instead of one); the 2x2 pixel-unshuffle (or its reverse). The baseline model is then
 also sampled with DDIM at 10, 20 and 50 steps and with DPM-Solver++(2M) at 10 and 20 steps: the
 sampler lever.
@@ -45,8 +52,8 @@ sampler lever.
     # GPU (one H100/H200): speed about 2-3 min (compile included), quality about 5-6 min: run apart
     python benchmarks/levers.py --part speed
     python benchmarks/levers.py --part quality
-    # CPU (2 cores): the speed part on the cpu preset, about 4 minutes
-    python benchmarks/levers.py --part speed --speed-steps 40
+    # CPU (2 cores): the speed part on the cpu preset, 3 interleaved rounds of 40 steps per row: about 5 minutes
+    python benchmarks/levers.py --part speed --preset cpu
     # CI smoke (seconds; without torch.compile, which alone takes minutes on a CPU)
     python benchmarks/levers.py --smoke
 
@@ -61,6 +68,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import statistics
 import sys
 import time
 import traceback
@@ -255,8 +263,12 @@ def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, d
     return rows
 
 
-def measure_speed(name: str, kwargs: dict | None, overrides: dict, config: TrainConfig, images, labels,
-                  device: torch.device, warmup: int, steps: int) -> dict:
+def build_speed_runner(name: str, kwargs: dict | None, overrides: dict, config: TrainConfig, images, labels,
+                       device: torch.device, warmup: int, steps: int) -> tuple[object, dict]:
+    """Build one row's runner, run its warm-up and its first timed round: (runner, result).
+
+    Every runner is built from ``config.seed`` and runs its warm-up and first round before the next one is built, so
+    all rows of one batch size draw the same batches and noise: their mean losses (first round) must agree."""
     cfg = TrainConfig.from_dict({**config.to_dict(), **overrides, "progress": False})
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -274,39 +286,86 @@ def measure_speed(name: str, kwargs: dict | None, overrides: dict, config: Train
     mean_loss = float(torch.stack([v.to(device).float() for v in losses]).mean())  # the one read-back
     result = {"lever": name, "settings": kwargs, "overrides": overrides, "batch_size": cfg.batch_size,
               "build_seconds": build.seconds, "warmup_steps": warmup, "warmup_seconds": first.seconds,
-              "timed_steps": steps, "timed_seconds": timed.seconds,
-              "images_per_second": cfg.batch_size * steps / max(timed.seconds, 1e-9), "mean_loss": mean_loss}
+              "timed_steps": steps, "round_seconds": [timed.seconds], "mean_loss": mean_loss}
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return runner, result
+
+
+def time_round(runner, device: torch.device, steps: int) -> float:
+    """Seconds of ``steps`` more steps of a runner that is already warm (their losses are read once, not kept)."""
+    with _common.Timer(device) as timed:
+        loss = None
+        for _ in range(steps):
+            loss = runner.step()
+        if loss is not None:
+            float(loss)  # one read-back per round, as in the first round
+    return timed.seconds
+
+
+def summarise_rounds(result: dict) -> dict:
+    """Images/s of each round and their median (the row's figure), written into ``result``."""
+    rates = [result["batch_size"] * result["timed_steps"] / max(sec, 1e-9) for sec in result["round_seconds"]]
+    result["round_images_per_second"] = rates
+    result["images_per_second"] = statistics.median(rates)
+    result["timed_seconds"] = sum(result["round_seconds"])
     return result
 
 
+def _error_text(err: Exception, prefix: str = "") -> str:
+    return f"{prefix}{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+
+
 def run_speed(args, config: TrainConfig, images, labels, device: torch.device) -> list[dict]:
-    rows = []
-    levers = speed_levers(device, config)
-    for name, kwargs, overrides in levers:
+    """Every lever's row. Round 1 builds and times each lever in turn; rounds 2.. (``--repeats``) time every
+    lever again, interleaved, so that a drift of the machine (clock boost, heat, another process, caches and
+    allocators warming up) spreads over all rows instead of favouring the later ones. A row reports the median."""
+    rows, runners = [], []
+    for name, kwargs, overrides in speed_levers(device, config):
         if args.only and name not in args.only and name != "baseline":
             continue
         if args.smoke and name == "torch.compile" and not (args.only and name in args.only):
             continue  # compiling takes minutes on a CPU: not in CI's seconds-long smoke run
         print(f"[speed] {name} ...", flush=True)
         try:
-            row = measure_speed(name, kwargs, overrides, config, images, labels, device, args.warmup, args.speed_steps)
+            runner, row = build_speed_runner(name, kwargs, overrides, config, images, labels, device, args.warmup,
+                                             args.speed_steps)
+            print(f"[speed] {name}: round 1 {summarise_rounds(row)['images_per_second']:.0f} img/s, first "
+                  f"{args.warmup} steps {row['warmup_seconds']:.1f} s, mean loss {row['mean_loss']:.4f}", flush=True)
         except Exception as err:  # a lever that fails is a result too; the others still run
             traceback.print_exc()
-            row = {"lever": name, "settings": kwargs, "overrides": overrides,
-                   "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]}
-        base = rows[0].get("images_per_second") if rows else row.get("images_per_second")
-        if base and "images_per_second" in row:
-            row["speedup"] = row["images_per_second"] / base
+            runner, row = None, {"lever": name, "settings": kwargs, "overrides": overrides, "error": _error_text(err)}
         rows.append(row)
+        runners.append(runner)
+    for r in range(2, args.repeats + 1):
+        print(f"[speed] round {r} of {args.repeats} ...", flush=True)
+        for runner, row in zip(runners, rows):
+            if runner is None or "error" in row:
+                continue
+            try:
+                row["round_seconds"].append(time_round(runner, device, args.speed_steps))
+            except Exception as err:
+                traceback.print_exc()
+                row["error"] = _error_text(err, f"round {r}: ")
+    runners.clear()
+    base = None
+    for row in rows:
         if "error" in row:
-            print(f"[speed] {name}: failed ({row['error']})", flush=True)
-        else:
-            print(f"[speed] {name}: {row['images_per_second']:.0f} img/s (x{row.get('speedup', 1.0):.2f}), "
-                  f"first {args.warmup} steps {row['warmup_seconds']:.1f} s, mean loss {row['mean_loss']:.4f}",
-                  flush=True)
+            print(f"[speed] {row['lever']}: failed ({row['error']})", flush=True)
+            continue
+        summarise_rounds(row)
+        base = base or row["images_per_second"]  # the baseline's (the first row that ran)
+        row["speedup"] = row["images_per_second"] / base
+        rates = row["round_images_per_second"]
+        print(f"[speed] {row['lever']}: {row['images_per_second']:.0f} img/s (x{row['speedup']:.2f}; "
+              f"{len(rates)} round(s), {min(rates):.0f}-{max(rates):.0f}), mean loss {row['mean_loss']:.4f}",
+              flush=True)
     return rows
+
+
+def rounds_note(r: dict) -> str:
+    rates = r.get("round_images_per_second", [])
+    return f"median of {len(rates)} rounds ({min(rates):.0f}-{max(rates):.0f})" if len(rates) > 1 else ""
 
 
 def speed_row(date: str, machine: str, command: str, preset: str, r: dict) -> str:
@@ -316,7 +375,7 @@ def speed_row(date: str, machine: str, command: str, preset: str, r: dict) -> st
         mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else "-"
         cells = [date, machine, preset, r["lever"], str(r["batch_size"]), f"{r['images_per_second']:.0f}",
                  f"{r.get('speedup', 1.0):.2f}", f"{r['warmup_seconds']:.1f} ({r['warmup_steps']})",
-                 f"{r['mean_loss']:.4f}", mem, ""]
+                 f"{r['mean_loss']:.4f}", mem, rounds_note(r)]
     cells.append(f"`{command}`")
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -329,12 +388,14 @@ def quality_levers(config: TrainConfig) -> list[tuple[str, dict]]:
     other_schedule = "linear" if config.schedule == "cosine" else "cosine"
     narrow, wide = max(8, config.base_channels // 2 // 8 * 8), int(config.base_channels * 1.5) // 8 * 8
     depth = 1 if config.num_res_blocks > 1 else 2
+    timesteps = config.num_timesteps // 2 if config.num_timesteps >= 1000 else config.num_timesteps * 2
     return [
         ("baseline", {}),
         ("batch x2, lr x sqrt2", {"batch_size": config.batch_size * 2, "lr": config.lr * root2}),
         ("batch x0.5, lr / sqrt2", {"batch_size": max(1, config.batch_size // 2), "lr": config.lr / root2}),
         (f"{other_schedule} schedule", {"schedule": other_schedule}),
         (f"{other_prediction}-prediction", {"prediction": other_prediction}),
+        (f"T = {timesteps}", {"num_timesteps": timesteps}),
         (f"width {narrow}", {"base_channels": narrow}),
         (f"width {wide}", {"base_channels": wide}),
         (f"{depth} ResBlock(s) per level", {"num_res_blocks": depth}),
@@ -428,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="untimed steps before each speed row (default 10; smoke 2)")
     parser.add_argument("--speed-steps", type=_common.positive_int, default=None, metavar="N",
                         help="timed steps per speed row (default 200 on CUDA, 40 on a CPU; smoke 3)")
+    parser.add_argument("--repeats", type=_common.positive_int, default=None, metavar="N",
+                        help="timed rounds per speed row, interleaved across rows; a row reports the median "
+                             "(default 1 on CUDA, 3 on a CPU, whose speed drifts more; smoke 2)")
     parser.add_argument("--quality-seconds", type=references.positive_seconds, default=30.0, metavar="S",
                         help="training budget per quality row (default 30)")
     parser.add_argument("--quality-steps", type=_common.positive_int, default=None, metavar="N",
@@ -444,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         "smoke" if args.smoke else ("gpu" if device.type == "cuda" else "cpu"))
     args.warmup = args.warmup or (2 if args.smoke else 10)
     args.speed_steps = args.speed_steps or (3 if args.smoke else (200 if device.type == "cuda" else 40))
+    args.repeats = args.repeats or (2 if args.smoke else (1 if device.type == "cuda" else 3))
     args.quality_samples = args.quality_samples or (16 if args.smoke else 1000)
     if args.smoke and args.quality_steps is None:
         args.quality_steps = 4
@@ -461,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_speed(args, config, images, labels, device)
         table = "\n".join(speed_row(date, machine, command, preset, r) for r in rows)
         _common.record("levers_speed", {**common, "warmup": args.warmup, "speed_steps": args.speed_steps,
+                                        "repeats": args.repeats,
                                         "rows": rows}, table, smoke=args.smoke, force=args.record)
     if "quality" in args.part:
         rows = run_quality(args, preset, images, labels, device, data_dir)

@@ -209,6 +209,12 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert not [r for r in rows.values() if "error" in r], rows
     base = rows["baseline"]
     assert base["images_per_second"] > 0 and base["speedup"] == 1.0
+    # smoke mode times every row twice (a second, interleaved round); the row's figure is the median of the rounds
+    assert speed["repeats"] == 2
+    for r in rows.values():
+        assert len(r["round_seconds"]) == len(r["round_images_per_second"]) == 2, r["lever"]
+        rates = [r["batch_size"] * r["timed_steps"] / sec for sec in r["round_seconds"]]
+        assert r["images_per_second"] == pytest.approx(sum(rates) / 2), r["lever"]
     # the same seed and batch size: a speed lever must give the baseline's losses (bf16 rounds a little)
     for name in ("data on host", "AdamW fused", "AdamW for-loop", "EMA for-loop", "channels_last"):
         assert abs(rows[name]["mean_loss"] - base["mean_loss"]) < 1e-4, (name, rows[name]["mean_loss"])
@@ -217,7 +223,7 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert rows["batch x2"]["batch_size"] == 2 * base["batch_size"] == 4 * rows["batch x0.5"]["batch_size"]
     levers = [r["lever"] for r in quality["rows"]]
     assert levers == ["baseline", "batch x2, lr x sqrt2", "batch x0.5, lr / sqrt2", "linear schedule",
-                      "v-prediction", "width 8", "width 24", "2 ResBlock(s) per level",
+                      "v-prediction", "T = 400", "width 8", "width 24", "2 ResBlock(s) per level",
                       "2x2 pixel-unshuffle"], levers
     assert not [r for r in quality["rows"] if "error" in r]
     draws = [(s["method"], s["steps"]) for s in quality["rows"][0]["samples"]]
@@ -230,12 +236,13 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert not [x for x in numbers(speed) if not math.isfinite(x)]
     assert not [x for x in numbers(quality) if not math.isfinite(x)]
     columns = [line.count(" | ") + 1 for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert columns == [section_columns("levers_speed")] * 11 + [section_columns("levers_quality")] * 11, columns
+    assert columns == [section_columns("levers_speed")] * 11 + [section_columns("levers_quality")] * 12, columns
 
 
 @pytest.mark.parametrize("args,words", [
     (["--part", "speed,fast"], ["--part", "speed, quality", "'speed,fast'"]),
     (["--speed-steps", "0"], ["--speed-steps", "positive integer", "'0'"]),
+    (["--repeats", "0"], ["--repeats", "positive integer", "'0'"]),
     (["--quality-seconds", "-3"], ["--quality-seconds", "positive number of seconds", "'-3'"]),
 ])
 def test_levers_bad_flags_are_named(args, words):
