@@ -264,15 +264,19 @@ def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, d
 
 
 def build_speed_runner(name: str, kwargs: dict | None, overrides: dict, config: TrainConfig, images, labels,
-                       device: torch.device, warmup: int, steps: int) -> tuple[object, dict]:
+                       device: torch.device, warmup: int, steps: int, memory_base: int = 0) -> tuple[object, dict]:
     """Build one row's runner, run its warm-up and its first timed round: (runner, result).
 
     Every runner is built from ``config.seed`` and runs its warm-up and first round before the next one is built, so
-    all rows of one batch size draw the same batches and noise: their mean losses (first round) must agree."""
+    all rows of one batch size draw the same batches and noise: their mean losses (first round) must agree. On CUDA
+    the row's peak memory leaves out what earlier rows' runners still hold (kept for later rounds): the bytes
+    allocated above ``memory_base`` (what was allocated before the first row, the data set) before this row began."""
     cfg = TrainConfig.from_dict({**config.to_dict(), **overrides, "progress": False})
+    held = 0
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        held = max(0, torch.cuda.memory_allocated() - memory_base)
     with _common.Timer(device) as build:
         runner = TrainerStep(cfg, images, labels, device) if kwargs is None else FastStep(cfg, images, labels, device,
                                                                                           **kwargs)
@@ -288,7 +292,7 @@ def build_speed_runner(name: str, kwargs: dict | None, overrides: dict, config: 
               "build_seconds": build.seconds, "warmup_steps": warmup, "warmup_seconds": first.seconds,
               "timed_steps": steps, "round_seconds": [timed.seconds], "mean_loss": mean_loss}
     if device.type == "cuda":
-        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        result["peak_memory_gib"] = (torch.cuda.max_memory_allocated() - held) / 2**30
     return runner, result
 
 
@@ -321,6 +325,7 @@ def run_speed(args, config: TrainConfig, images, labels, device: torch.device) -
     lever again, interleaved, so that a drift of the machine (clock boost, heat, another process, caches and
     allocators warming up) spreads over all rows instead of favouring the later ones. A row reports the median."""
     rows, runners = [], []
+    memory_base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
     for name, kwargs, overrides in speed_levers(device, config):
         if args.only and name not in args.only and name != "baseline":
             continue
@@ -329,14 +334,15 @@ def run_speed(args, config: TrainConfig, images, labels, device: torch.device) -
         print(f"[speed] {name} ...", flush=True)
         try:
             runner, row = build_speed_runner(name, kwargs, overrides, config, images, labels, device, args.warmup,
-                                             args.speed_steps)
+                                             args.speed_steps, memory_base)
             print(f"[speed] {name}: round 1 {summarise_rounds(row)['images_per_second']:.0f} img/s, first "
                   f"{args.warmup} steps {row['warmup_seconds']:.1f} s, mean loss {row['mean_loss']:.4f}", flush=True)
         except Exception as err:  # a lever that fails is a result too; the others still run
             traceback.print_exc()
             runner, row = None, {"lever": name, "settings": kwargs, "overrides": overrides, "error": _error_text(err)}
         rows.append(row)
-        runners.append(runner)
+        runners.append(runner if args.repeats > 1 else None)  # with one round, free it now (as a GPU run wants)
+        del runner
     for r in range(2, args.repeats + 1):
         print(f"[speed] round {r} of {args.repeats} ...", flush=True)
         for runner, row in zip(runners, rows):
