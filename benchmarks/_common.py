@@ -190,10 +190,11 @@ def score(images: torch.Tensor, labels: torch.Tensor | None = None, data_dir: st
 
 
 def draw_samples(model, schedule, config, n: int, method: str, steps: int | None, device, *,
-                 guidance: float = 1.0, batch: int = 500) -> tuple[torch.Tensor, float]:
+                 guidance: float = 1.0, eta: float = 0.0, batch: int = 500) -> tuple[torch.Tensor, float]:
     """``n`` images (on the CPU) from a course model and the seconds it took, in batches of ``batch``.
 
-    A class-conditional model is asked for each digit in turn, with classifier-free guidance ``guidance``.
+    A class-conditional model is asked for each digit in turn, with classifier-free guidance ``guidance``;
+    ``eta`` is DDIM's noise level (0: deterministic).
     """
     from ddpm_helpers.sampling import sample
 
@@ -202,6 +203,6 @@ def draw_samples(model, schedule, config, n: int, method: str, steps: int | None
         for start in range(0, n, batch):
             m = min(batch, n - start)
             y = (torch.arange(start, start + m) % 10).to(device) if config.class_conditional else None
-            out.append(sample(model, schedule, m, method=method, steps=steps, prediction=config.prediction, y=y,
-                              guidance_scale=guidance if y is not None else 1.0, device=device))
+            out.append(sample(model, schedule, m, method=method, steps=steps, eta=eta, prediction=config.prediction,
+                              y=y, guidance_scale=guidance if y is not None else 1.0, device=device))
     return torch.cat([x.float().cpu() for x in out]), timer.seconds

@@ -364,3 +364,63 @@ def test_unshuffle_lever_keeps_the_coarsest_resolution_and_its_attention(preset)
     out = model(torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]), y) if y is not None else \
         model(torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]))
     assert out.shape == (2, 1, 28, 28)
+
+
+def load_prediction_samplers_module():
+    spec = importlib.util.spec_from_file_location("benchmarks_prediction_samplers",
+                                                  ROOT / "benchmarks" / "prediction_samplers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prediction_samplers_smoke_trains_both_targets_and_scores_three_samplers(data_dir):
+    before = RESULTS_MD.read_bytes()
+    result = run_script("prediction_samplers.py", "--smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert RESULTS_MD.read_bytes() == before
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 6 and all(row.count(" | ") + 1 == section_columns("prediction_samplers") for row in rows)
+    (saved,) = saved_results(result.stdout)
+    assert saved["smoke"] is True
+    assert [r["prediction"] for r in saved["results"]] == ["v", "eps"]
+    for r in saved["results"]:
+        assert r["config"]["prediction"] == r["prediction"] and r["train"]["steps"] == saved["steps"]
+        assert [(s["method"], s["eta"]) for s in r["samples"]] == [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)]
+        assert [e["t"] for e in r["denoising"]] == [0, 2, 6, 10, 14, 18, 19]   # T = 20 in smoke mode
+        assert all(s["metrics"]["num_samples"] == 8 for s in r["samples"])
+    assert not [x for x in numbers(saved) if not math.isfinite(x)]
+
+
+def test_prediction_samplers_probe_gives_an_exact_denoiser_no_error_and_a_silent_one_no_noise():
+    """The denoising probe on known 'models': the exact noise (oracle) and a model that always says 0."""
+    from ddpm_helpers.schedules import NoiseSchedule
+
+    module = load_prediction_samplers_module()
+    schedule = NoiseSchedule.from_name("cosine", 100)
+    x0 = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    timesteps = module.probe_timesteps(100)
+    assert timesteps == [1, 10, 30, 50, 70, 90, 98, 99]
+
+    class Oracle(torch.nn.Module):   # knows x0, returns the exact target of its prediction type
+        def __init__(self, prediction):
+            super().__init__()
+            self.prediction = prediction
+
+        def forward(self, x_t, t, y=None):
+            eps = schedule.predict_eps_from_x0(x_t, t, x0)
+            return schedule.target(x0, t, eps, self.prediction)
+
+    for prediction in ("eps", "v"):
+        errors = module.denoising_errors(Oracle(prediction), schedule, prediction, x0, None, timesteps)
+        assert [e["t"] for e in errors] == timesteps
+        for e in errors:
+            assert e["eps_mse"] < 1e-8 and e["x0_mse_clipped"] < 1e-6, (prediction, e)
+            assert e["noise_norm_ratio"] == pytest.approx(1.0, abs=1e-4)   # |eps_hat|^2 / |eps|^2 of the very noise
+
+    class Silent(torch.nn.Module):
+        def forward(self, x_t, t, y=None):
+            return torch.zeros_like(x_t)
+
+    errors = module.denoising_errors(Silent(), schedule, "eps", x0, None, timesteps)
+    assert all(e["noise_norm_ratio"] == 0.0 and e["eps_mse"] == pytest.approx(1.0, abs=0.05) for e in errors)
