@@ -103,7 +103,7 @@ class TrainConfig:
     # diffusion
     schedule: str = "cosine"            # linear | cosine | sigmoid
     num_timesteps: int = 1000           # T
-    prediction: str = "eps"             # what the network predicts: eps | x0 | v
+    prediction: str = "eps"             # what the network predicts: eps | x0 | v (presets: v; notebook 03 §6 says why)
     min_snr_gamma: float | None = None  # e.g. 5.0 for min-SNR weighting; None = the plain loss
     # network (see UNetConfig)
     base_channels: int = 32
