@@ -223,7 +223,7 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert rows["batch x2"]["batch_size"] == 2 * base["batch_size"] == 4 * rows["batch x0.5"]["batch_size"]
     levers = [r["lever"] for r in quality["rows"]]
     assert levers == ["baseline", "batch x2, lr x sqrt2", "batch x0.5, lr / sqrt2", "linear schedule",
-                      "v-prediction", "T = 400", "width 8", "width 24", "2 ResBlock(s) per level",
+                      "eps-prediction", "T = 400", "width 8", "width 24", "2 ResBlock(s) per level",
                       "2x2 pixel-unshuffle"], levers
     assert not [r for r in quality["rows"] if "error" in r]
     draws = [(s["method"], s["steps"]) for s in quality["rows"][0]["samples"]]

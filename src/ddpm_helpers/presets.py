@@ -1,7 +1,7 @@
 """Named run presets for the CLI and the notebooks: one dataclass per preset, each a full recipe.
 
 * ``smoke``: a tiny network for a few hundred steps; proves the pipeline end to end on a CPU in
-  about a minute (its samples are blobs, not digits). Used by CI.
+  about a minute (its samples are strokes, not yet digits). Used by CI.
 * ``cpu``: a narrow, class-conditional U-Net on 2x2-folded images and fewer timesteps, for a laptop
   without a GPU: about 9 minutes of training on 2 cores; its samples are drawn with guidance 2
   (see ``benchmarks/cpu_track.py`` and ``benchmarks/RESULTS.md`` for what it reaches).
@@ -37,10 +37,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
-        description="tiny U-Net, 200 steps: checks the whole pipeline on a CPU in about a minute",
-        train=TrainConfig(
-            schedule="cosine", num_timesteps=200, base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1,
-            attention_levels=(), dropout=0.0, steps=200, batch_size=32, lr=2e-3, warmup_steps=20,
+        description="tiny U-Net, v-prediction, 200 steps: checks the whole pipeline on a CPU in about a minute",
+        train=TrainConfig(  # v, not eps: after 200 steps eps-prediction's DDIM samples are noise (notebook 03 §6)
+            schedule="cosine", num_timesteps=200, prediction="v", base_channels=16, channel_mults=(1, 2, 2),
+            num_res_blocks=1, attention_levels=(), dropout=0.0, steps=200, batch_size=32, lr=2e-3, warmup_steps=20,
             checkpoint_every=100, log_every=20, ema_decay=0.99,
         ),
         num_samples=64, sampler="ddim", sampler_steps=20, eval_samples=200, allow_subset=True,
