@@ -182,6 +182,11 @@ def _append_row(section: str, row: str) -> None:
     tmp.replace(RESULTS_MD)
 
 
+def markdown_row(cells: list[str]) -> str:
+    """One Markdown table row of ``cells`` (a ``|`` inside a cell is escaped, so it cannot split the cell)."""
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None:
         return "-"

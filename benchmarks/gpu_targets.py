@@ -259,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
     date, command = time.strftime("%Y-%m-%d"), _common.command_line()
     rows = "\n".join(
-        "| " + " | ".join(c.replace("|", "\\|") for c in [
-            date, machine, args.preset, v["target"], v["wanted"], v["measured"],
-            {True: "**yes**", False: "no", None: "n/a"}[v["met"]], v.get("note", ""), f"`{command}`"]) + " |"
+        _common.markdown_row([date, machine, args.preset, v["target"], v["wanted"], v["measured"],
+                              {True: "**yes**", False: "no", None: "n/a"}[v["met"]], v.get("note", ""),
+                              f"`{command}`"])
         for v in verdicts)
     result = {"device": str(device), "preset": args.preset, "overrides": args.set, "targets": TARGETS,
               "data_load_seconds": load_seconds, "short": short, "long": long, "diffusers": diffusers,

@@ -383,7 +383,7 @@ def speed_row(date: str, machine: str, command: str, preset: str, r: dict) -> st
                  f"{r.get('speedup', 1.0):.2f}", f"{r['warmup_seconds']:.1f} ({r['warmup_steps']})",
                  f"{r['mean_loss']:.4f}", mem, rounds_note(r)]
     cells.append(f"`{command}`")
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return _common.markdown_row(cells)
 
 
 # ---- the quality part -------------------------------------------------------------------------------
@@ -459,7 +459,7 @@ def quality_rows(date: str, machine: str, command: str, preset: str, r: dict) ->
     out = []
     if "error" in r:
         cells = [date, machine, preset, r["lever"]] + ["-"] * 9 + [f"failed: {r['error']}", f"`{command}`"]
-        return ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"]
+        return [_common.markdown_row(cells)]
     tr = r["train"]
     for s in r["samples"]:
         m = s["metrics"]
@@ -470,7 +470,7 @@ def quality_rows(date: str, machine: str, command: str, preset: str, r: dict) ->
                  f"({m['frechet_ratio']:.1f}x)", f"{m['frac_confident_0.9']:.1%}", f"{m['frac_in_distribution']:.1%}",
                  str(references.classes_present(m["class_histogram"])),
                  "-" if r.get("guidance") is None else f"{r['guidance']:g}", "", f"`{command}`"]
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        out.append(_common.markdown_row(cells))
     return out
 
 

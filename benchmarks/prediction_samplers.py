@@ -40,7 +40,7 @@ import _common  # noqa: E402
 import references  # noqa: E402
 
 from ddpm_helpers.data import load_mnist  # noqa: E402
-from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
+from ddpm_helpers.presets import PRESETS  # noqa: E402
 
 PREDICTIONS = ("v", "eps")
 SMOKE_T = 20  # timesteps of the smoke run's schedule
@@ -129,7 +129,7 @@ def rows(date: str, machine: str, command: str, preset: str, result: dict, guess
                  f"{_common.fmt(fd)} / {_common.fmt(floor)} ({fd / floor:.1f}x)",
                  f"{m['frac_in_distribution']:.1%}", f"{m['frac_confident_0.9']:.1%}",
                  "-" if result["guidance"] is None else f"{result['guidance']:g}", f"`{command}`"]
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        out.append(_common.markdown_row(cells))
     return out
 
 

@@ -389,7 +389,7 @@ def table_row(date: str, machine: str, command: str, ref: dict, s: dict) -> str:
              _common.fmt(m["frechet_distance_floor"]), _common.fmt(m["kid"]), f"{m['mean_confidence']:.3f}",
              f"{m['frac_confident_0.9']:.1%}", f"{m['frac_in_distribution']:.1%}",
              str(classes_present(m["class_histogram"])), f"`{command}`"]
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return _common.markdown_row(cells)
 
 
 # ---- the command line -----------------------------------------------------------------------------------

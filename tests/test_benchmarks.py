@@ -305,12 +305,17 @@ def test_gpu_targets_verdicts():
     assert v[0]["met"] is None and "references.py --only diffusers" in v[0]["note"] and v[1]["met"] is False
 
 
-def load_levers_module():
+def load_benchmark_module(name):
+    """Import benchmarks/<name>.py (its own imports of _common and references need benchmarks/ on the path)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("benchmarks_levers", ROOT / "benchmarks" / "levers.py")
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_levers_module():
+    return load_benchmark_module("levers")
 
 
 def test_levers_fast_step_follows_the_schedules_in_python_floats_and_in_device_tensors():
@@ -366,14 +371,6 @@ def test_unshuffle_lever_keeps_the_coarsest_resolution_and_its_attention(preset)
     assert out.shape == (2, 1, 28, 28)
 
 
-def load_prediction_samplers_module():
-    spec = importlib.util.spec_from_file_location("benchmarks_prediction_samplers",
-                                                  ROOT / "benchmarks" / "prediction_samplers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_prediction_samplers_smoke_trains_both_targets_and_scores_three_samplers(data_dir):
     before = RESULTS_MD.read_bytes()
     result = run_script("prediction_samplers.py", "--smoke")
@@ -396,7 +393,7 @@ def test_prediction_samplers_probe_gives_an_exact_denoiser_no_error_and_a_silent
     """The denoising probe on known 'models': the exact noise (oracle) and a model that always says 0."""
     from ddpm_helpers.schedules import NoiseSchedule
 
-    module = load_prediction_samplers_module()
+    module = load_benchmark_module("prediction_samplers")
     schedule = NoiseSchedule.from_name("cosine", 100)
     x0 = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     timesteps = module.probe_timesteps(100)
