@@ -424,11 +424,16 @@ class Trainer:
             warnings.warn(f"{what} at step {self.step}: skipping this update (on_nan='skip')", stacklevel=2)
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_steps.append(self.step)
+            # a skipped step still uses up its learning rate, so the schedule stays tied to the step count;
+            # torch warns about exactly that when no optimizer.step() has run yet (a skipped first step)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                self.lr_scheduler.step()
         else:
             self.optimizer.step()
             if self.is_main:
                 self.ema.update(self.model, self.step)
-        self.lr_scheduler.step()
+            self.lr_scheduler.step()
         self.step += 1
         self.history.append(value)
         return value
