@@ -11,7 +11,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -92,24 +91,10 @@ def load_training_data(args: argparse.Namespace, device: torch.device, smoke_lim
 
 
 def machine() -> str:
-    """A short description of where this runs: the GPU's name, or the CPU model and thread count."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    # one model name covers chips of different speed (seen here: an "AMD EPYC" with AVX-512 ran the notebooks
-    # about twice as fast as one with AVX2 only), so name the widest vector instructions too
-    simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), None)
-    cpu += f" ({simd})" if simd else ""
-    return f"CPU {cpu}, {torch.get_num_threads()} threads ({os.cpu_count()} cores visible)"
+    """A short description of where this runs: :func:`ddpm_helpers.course.machine_name`."""
+    from ddpm_helpers.course import machine_name
+
+    return machine_name()
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -66,3 +66,23 @@ def test_exact_float32_switches_tf32_off_inside_and_restores_it_even_after_an_er
         assert torch.backends.cudnn.allow_tf32 is True
     finally:
         torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu sse2 avx2 avx512f avx512bw", "CPU Test Chip (AVX-512)"),
+                                             ("fpu sse2 avx2", "CPU Test Chip (AVX2)"),
+                                             ("fpu sse2", "CPU Test Chip,")])
+def test_machine_name_gives_the_cpu_model_and_its_widest_vector_instructions(monkeypatch, flags, expected):
+    import pathlib
+
+    import torch
+
+    from ddpm_helpers import course
+
+    cpuinfo = f"processor\t: 0\nmodel name\t: Test Chip\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    real_read_text = pathlib.Path.read_text
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, *a, **k: cpuinfo if str(self) == "/proc/cpuinfo" else real_read_text(self, *a, **k))
+    name = course.machine_name()
+    assert name.startswith(expected) and f"{torch.get_num_threads()} threads" in name
+    assert course.environment_report()["machine"] == name

@@ -49,6 +49,30 @@ def runs_dir() -> Path:
     return path
 
 
+def machine_name() -> str:
+    """A short name of where this runs: the GPU's name and CUDA version, or the CPU model with its widest vector
+    instructions and the number of threads torch uses (for example ``CPU AMD EPYC (AVX2), 2 threads (2 cores
+    visible)``). Benchmark rows and notebook timings carry it.
+    """
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:  # not Linux: the platform's name is all there is
+        pass
+    # one model name covers chips of different speed (seen here: an "AMD EPYC" with AVX-512 ran the notebooks
+    # about twice as fast as one with AVX2 only), so name the widest vector instructions too
+    simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), None)
+    cpu += f" ({simd})" if simd else ""
+    return f"CPU {cpu}, {torch.get_num_threads()} threads ({os.cpu_count()} cores visible)"
+
+
 def environment_report() -> dict:
     """Versions and hardware, for the set-up check at the top of a notebook."""
     from . import __version__
@@ -60,6 +84,7 @@ def environment_report() -> dict:
         "torch": str(torch.__version__),
         "ddpm_helpers": __version__,
         "device": str(device),
+        "machine": machine_name(),
         "cpu_threads": torch.get_num_threads(),
         "colab": in_colab(),
         "smoke_mode": smoke_mode(),
