@@ -31,11 +31,11 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(mnist_small):
     first = None
     for _ in range(30):
         loss = diffusion_loss(model, s, images, t=t, noise=noise)
-        first = first if first is not None else float(loss)
+        first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.6 * first
+    assert loss.item() < 0.6 * first
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])

@@ -62,7 +62,7 @@ def show_images(
         for ax in axes.flat:
             ax.axis("off")
         for i, ax in zip(range(n), axes.flat):
-            ax.imshow(images[i, 0].detach().float().cpu().clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
+            ax.imshow(images[i, 0].detach().float().cpu().clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
             ax.set_title(str(labels[i]), fontsize=8)
         for r, text in enumerate(row_labels or []):
             axes[r, 0].text(-0.1, 0.5, str(text), transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
@@ -72,7 +72,7 @@ def show_images(
         height = max(1.0, width * grid.shape[0] / grid.shape[1]) + (0.4 if title else 0.0)  # the grid's own shape
         margin = 0.0 if row_labels is None else 0.08 * max(len(str(t)) for t in row_labels) + 0.2  # inches of text
         fig, ax = plt.subplots(figsize=(width + margin, height))
-        ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
         ax.axis("off")
         pad, h = 2, images.shape[2]   # make_grid's padding and the image height: the centre of row r
         for r, text in enumerate(row_labels or []):
@@ -99,12 +99,12 @@ def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) ->
     for name, s in schedules.items():
         if not isinstance(s, NoiseSchedule):
             raise TypeError(f"schedules[{name!r}] must be a NoiseSchedule, got {type(s).__name__}")
-        t = torch.arange(s.num_timesteps)
-        (line,) = axes[0].plot(t, s.betas.cpu(), label=name)
-        axes[1].plot(t, s.alpha_bar.cpu(), color=line.get_color(), label=rf"{name}: $\bar\alpha_t$")
-        axes[1].plot(t, s.sqrt_alpha_bar.cpu(), color=line.get_color(), ls="--", label=rf"{name}: $\sqrt{{\bar\alpha_t}}$")
+        t = torch.arange(s.num_timesteps).numpy()  # numpy for matplotlib, which warns on tensors
+        (line,) = axes[0].plot(t, s.betas.cpu().numpy(), label=name)
+        axes[1].plot(t, s.alpha_bar.cpu().numpy(), color=line.get_color(), label=rf"{name}: $\bar\alpha_t$")
+        axes[1].plot(t, s.sqrt_alpha_bar.cpu().numpy(), color=line.get_color(), ls="--", label=rf"{name}: $\sqrt{{\bar\alpha_t}}$")
         if log_snr:
-            axes[2].plot(t, s.log_snr.cpu(), color=line.get_color(), label=name)
+            axes[2].plot(t, s.log_snr.cpu().numpy(), color=line.get_color(), label=name)
     axes[0].set(title=r"$\beta_t$ (log scale)", xlabel="t (0-based)", yscale="log")
     axes[1].set(title=r"signal kept: $\bar\alpha_t$ and $\sqrt{\bar\alpha_t}$", xlabel="t (0-based)")
     if log_snr:
@@ -130,10 +130,10 @@ def forward_strip(
     noise = torch.randn(x0.shape, generator=generator)
     fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.25 * n), squeeze=False)
     for r in range(n):
-        axes[r, 0].imshow(x0[r, 0].cpu(), cmap="gray", vmin=-1, vmax=1)
+        axes[r, 0].imshow(x0[r, 0].detach().float().cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
         for c, t in enumerate(timesteps, start=1):
             xt = schedule.q_sample(x0[r : r + 1].cpu(), torch.tensor([t]), noise[r : r + 1])
-            axes[r, c].imshow(xt[0, 0].clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
+            axes[r, c].imshow(xt[0, 0].detach().float().clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
             if r == 0:
                 axes[r, c].set_title(f"t={t}\n" + rf"$\sqrt{{\bar\alpha}}$={float(schedule.sqrt_alpha_bar[t]):.2f}",
                                      fontsize=7)
@@ -152,10 +152,10 @@ def plot_loss(history: Sequence[float], smooth: int = 50, title: str = "training
     check_int("smooth", smooth, min_value=1)
     h = torch.tensor(list(history), dtype=torch.float64)
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(h, alpha=0.3, lw=0.7, label="per step")
+    ax.plot(h.numpy(), alpha=0.3, lw=0.7, label="per step")
     if len(h) >= smooth:
         avg = h.unfold(0, smooth, 1).mean(1)
-        ax.plot(torch.arange(smooth - 1, len(h)), avg, lw=1.5, label=f"mean of {smooth}")
+        ax.plot(torch.arange(smooth - 1, len(h)).numpy(), avg.numpy(), lw=1.5, label=f"mean of {smooth}")
     ax.set(yscale="log", xlabel="step", ylabel="MSE", title=title)
     ax.legend()
     ax.grid(alpha=0.3)
@@ -186,7 +186,7 @@ def reverse_animation(
     frames = list(trajectory[::step])
     if frames[-1] is not trajectory[-1]:
         frames.append(trajectory[-1])
-    grids = [make_grid(x, nrow) for _, x in frames]
+    grids = [make_grid(x, nrow).numpy() for _, x in frames]
     height, width = grids[0].shape
     fig, ax = plt.subplots(figsize=(4, 4 * height / width + 0.3), dpi=dpi)
     ax.axis("off")
