@@ -4,7 +4,7 @@ Timestep convention (used everywhere in this package)
 ----------------------------------------------------
 The paper counts diffusion steps :math:`t = 1, \dots, T`. Code counts **0-based indices**
 ``t = 0, ..., T-1``: index ``t`` is the paper's step ``t + 1``. So ``betas[0]`` is the paper's
-:math:`\beta_1`, ``alpha_bar[t]`` is :math:`\bar\alpha_{t+1} = \prod_{s \le t} (1 - \beta_s)`, and
+:math:`\beta_1`, ``alpha_bar[t]`` is :math:`\bar\alpha_{t+1}`, the product of ``1 - betas[s]`` for ``s = 0, ..., t``, and
 "``x_t``" in code is the image after ``t + 1`` noising steps. Clean data is ``x0`` and has no index.
 This is also the convention of ``diffusers`` and of OpenAI's ``improved-diffusion``.
 
