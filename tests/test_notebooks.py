@@ -86,3 +86,16 @@ def test_machine_name_gives_the_cpu_model_and_its_widest_vector_instructions(mon
     name = course.machine_name()
     assert name.startswith(expected) and f"{torch.get_num_threads()} threads" in name
     assert course.environment_report()["machine"] == name
+
+
+def test_dependencies_leave_colab_its_own_torch_and_widgets():
+    """Colab's preinstalled torch and ipywidgets 7.7 must satisfy the package, so that its install cell upgrades
+    neither (a new torch costs minutes; ipywidgets 8 in a running Colab session has hidden every widget)."""
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parent.parent
+    block = re.search(r"^dependencies = \[(.*?)^\]", (root / "pyproject.toml").read_text(), re.S | re.M).group(1)
+    deps = {r.name: r for r in map(Requirement, re.findall(r'"([^"]+)"', block))}
+    assert "2.1.0" in deps["torch"].specifier and "2.14.1" in deps["torch"].specifier and "99.0" in deps["torch"].specifier
+    assert "7.7.1" in deps["ipywidgets"].specifier and "8.1.5" in deps["ipywidgets"].specifier
+    assert "ipywidgets>=7.6" in (root / "environment.yml").read_text()
