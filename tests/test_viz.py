@@ -1,6 +1,7 @@
 """ddpm_helpers.viz: figure shapes follow the image grid; animations keep their own resolution."""
 
 import base64
+import gc
 import struct
 
 import matplotlib
@@ -63,6 +64,8 @@ def test_reverse_animation_keeps_the_first_and_last_state():
         viz.reverse_animation(traj, dpi=0)
     with pytest.raises(ValueError, match="trajectory"):
         viz.reverse_animation([])
+    del anim, frames   # never rendered: collect it here, under this test's filter, not during the next test
+    gc.collect()
 
 
 @pytest.mark.parametrize("with_titles", [False, True])
