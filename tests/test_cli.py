@@ -53,8 +53,24 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
     assert recorded["seed"] == 0 and recorded["steps"] == 5 and "torch" in recorded["versions"]
     result = run_cli("evaluate", "--samples", str(tmp_path / "s" / "samples.pt"))
     assert result.returncode == 0, result.stderr
-    scores = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    scores = json.loads((tmp_path / "s" / "samples_metrics.json").read_text())
     assert scores["num_samples"] == 20 and "kid" in scores and "versions" in scores
+
+    # without --out, sampling and scoring never overwrite what training wrote
+    trained = {name: (out / name).read_bytes() for name in ("samples.pt", "samples.png", "metrics.json")}
+    assert run_cli("sample", "--run", str(out), "--num", "10", "--steps", "5").returncode == 0
+    folder = out / "samples-ddim5-n10-seed0"
+    assert (folder / "samples.pt").is_file() and (folder / "sample_config.json").is_file()
+    assert run_cli("evaluate", "--samples", str(out / "samples.pt")).returncode == 0   # training's own samples
+    assert json.loads((out / "samples_metrics.json").read_text())["num_samples"] == 64
+    assert {name: (out / name).read_bytes() for name in trained} == trained
+
+    # bad sampling flags are named, with the value and what is accepted
+    for flags, words in ((["--num", "0"], "--num must be a positive integer, got 0"),
+                         (["--digit", "10"], "--digit must be a digit from 0 to 9, got 10"),
+                         (["--out", str(out / "samples.pt")], "--out must be a folder")):
+        result = run_cli("sample", "--run", str(out), *flags)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
 
 
 def test_unknown_preset_and_flag_are_clear():

@@ -26,7 +26,7 @@ NET = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
 COND = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=10)
 NAN = torch.full((2, 1, 4, 4), math.nan)
 TINY = TrainConfig(num_timesteps=10, base_channels=8, channel_mults=(1,), steps=1, batch_size=2, progress=False)
-IMG = torch.zeros(4, 1, 28, 28)
+IMG = torch.full((4, 1, 28, 28), -1.0)  # a blank page: pixels in [-1, 1], the background -1
 
 
 class NanNet(torch.nn.Module):
@@ -134,6 +134,30 @@ CASES = [
     ("grid empty", lambda: viz.make_grid(torch.zeros(0, 1, 4, 4)), ValueError, "at least one image"),
     ("strip t", lambda: viz.forward_strip(S, IMG[:1], timesteps=(0, 10)), ValueError, r"timesteps\[i\] must be .* \[0, 9\]"),
     ("loss empty", lambda: viz.plot_loss([]), ValueError, "history must hold at least one"),
+    ("grid channels-last", lambda: viz.make_grid(torch.zeros(2, 28, 28, 1)), ValueError, r"permute\(0, 3, 1, 2\)"),
+    ("strip one int", lambda: viz.forward_strip(S, IMG[:1], timesteps=5), TypeError, "timesteps must be a sequence"),
+    ("schedules not a dict", lambda: viz.plot_schedules(S), TypeError, "schedules must map names to NoiseSchedules"),
+    ("animation of a tuple", lambda: viz.reverse_animation((IMG, [(0, IMG)])), ValueError,
+     r"\(t, x_t\) pairs .* final, trajectory = sample"),
+    # pixels on the wrong scale, flags a shell user writes, network sizes, labels
+    ("train on bytes", lambda: Trainer(TINY, IMG + 255, device="cpu"), ValueError,
+     r"images must hold pixels in \[-1, 1\].* x / 127.5 - 1"),
+    ("train on float64", lambda: Trainer(TINY, IMG.double(), device="cpu"), TypeError, r"images\.float\(\)"),
+    ("train on nothing", lambda: Trainer(TINY, IMG[:0], device="cpu"), ValueError, "at least one image"),
+    ("eval on bytes", lambda: metrics.evaluate_samples(IMG + 255), ValueError, r"samples must hold pixels in \[-1, 1\]"),
+    ("bool as string", lambda: TrainConfig(class_conditional="false"), TypeError,
+     "class_conditional must be True or False, got 'false'"),
+    ("odd width", lambda: TrainConfig(base_channels=33), ValueError, "base_channels must be even"),
+    ("heads vs width", lambda: UNetConfig(base_channels=30, channel_mults=(1, 2, 3)), ValueError,
+     r"heads must divide .* level 2 .* = 90, got heads=4"),
+    ("zero heads", lambda: UNetConfig(heads=0), ValueError, r"heads must be an integer in \[1, inf\]"),
+    ("groups float", lambda: UNetConfig(groups=8.0), TypeError, "groups must be an integer"),
+    ("unet from dict", lambda: UNet({"base_channels": 8}), TypeError, r"config must be a UNetConfig .*unet_config\(\)"),
+    ("label above 9", lambda: Trainer(TrainConfig(**{**TINY.to_dict(), "class_conditional": True}), IMG,
+                                      torch.tensor([0, 1, 2, 12]), device="cpu"), ValueError,
+     "labels must be digits from 0 to 9, got values from 0 to 12"),
+    ("ddim eta above 1", lambda: sample(NET, S, 2, method="ddim", steps=2, eta=3.0, image_shape=(1, 4, 4)), ValueError,
+     r"eta must be a finite number in \[0.0, 1.0\]"),
 ]
 
 

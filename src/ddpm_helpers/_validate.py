@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -62,6 +63,13 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     hi = "inf" if max_value is None else str(max_value)
     if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
         raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is True or False, else raise naming ``name`` (a string "false" is truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_show(value)}")
     return value
 
 
@@ -132,6 +140,21 @@ def check_tensor(
         n_bad = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name} contains {n_bad} NaN or Inf values; inputs must be finite")
     return value
+
+
+def check_pixel_range(name: str, images: torch.Tensor, *, warn_unit_range: bool = True) -> torch.Tensor:
+    """Raise if ``images`` leave [-1, 1] (the scale of the noise) by more than rounding; warn if they look like
+    images in [0, 1] (no value below 0, which real digits in [-1, 1] always have: the background is -1)."""
+    if images.numel() == 0 or not _read_values(images):
+        return images
+    lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if lo < -1.001 or hi > 1.001:
+        raise ValueError(f"{name} must hold pixels in [-1, 1], the scale of the noise, got values from {lo:.4g} to "
+                         f"{hi:.4g}; from [0, 1] use x * 2 - 1, from bytes 0..255 use x / 127.5 - 1")
+    if warn_unit_range and lo >= 0:
+        warnings.warn(f"{name} has no value below 0 (range {lo:.3g} to {hi:.3g}): images in [0, 1]? The course "
+                      "works in [-1, 1], where the background is -1; use x * 2 - 1", stacklevel=3)
+    return images
 
 
 def check_timesteps(name: str, t: Any, num_timesteps: int, batch: int | None = None) -> torch.Tensor:

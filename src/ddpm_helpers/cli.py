@@ -1,11 +1,13 @@
 """Command line: ``python -m ddpm_helpers train|sample|evaluate``.
 
     python -m ddpm_helpers train --preset smoke --out runs/smoke     # ~1 min on a CPU
-    python -m ddpm_helpers sample --run runs/smoke --num 2000        # -> samples.pt, samples.png
-    python -m ddpm_helpers evaluate --samples runs/smoke/samples.pt  # -> metrics.json
+    python -m ddpm_helpers sample --run runs/smoke --num 2000        # -> runs/smoke/samples-ddim50-n2000-seed0/
+    python -m ddpm_helpers evaluate --samples runs/smoke/samples-ddim50-n2000-seed0/samples.pt  # -> samples_metrics.json
 
 ``train`` writes checkpoints (resuming from the newest one in ``--out``), ``config.json`` (the full
 config and library versions), ``loss.png``, ``samples.png``, ``samples.pt`` and ``metrics.json``.
+``sample`` writes into a sub-folder of the run named after its settings, and ``evaluate`` writes
+``<samples>_metrics.json`` beside the samples, so neither overwrites what training wrote.
 Ctrl-C saves a checkpoint first; running the same command again resumes.
 
 Data-parallel on several GPUs (or CPU processes), with PyTorch's launcher; ``--batch-size`` is per
@@ -46,6 +48,10 @@ def _parse_overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise CLIError(f"--set expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
+        words = {"true": True, "false": False, "none": None, "null": None}  # as a shell user might write them
+        if value.strip().lower() in words:
+            out[key] = words[value.strip().lower()]
+            continue
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -189,12 +195,30 @@ def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
     return result
 
 
+def _sample_folder_name(args, num_timesteps: int) -> str:
+    """``samples-ddim50-n2000-seed0`` (plus ``-eta``, ``-digit``, ``-w`` when set): one folder per setting."""
+    steps = num_timesteps if args.method == "ddpm" else args.steps
+    name = f"samples-{args.method}{steps}-n{args.num}"
+    name += f"-eta{args.eta:g}" if args.eta else ""
+    name += f"-digit{args.digit}" if args.digit is not None else ""
+    name += f"-w{args.guidance_scale:g}" if args.guidance_scale != 1.0 else ""
+    return f"{name}-seed{args.seed}"
+
+
 def cmd_sample(args) -> int:
     device = select_device(args.device)
     path = _checkpoint_from(args)
     model, schedule, config = Trainer.load_model(path, device=device)
-    out = Path(args.out or path.parent)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.num < 1:
+        raise CLIError(f"--num must be a positive integer, got {args.num}")
+    if args.digit is not None and not 0 <= args.digit <= 9:
+        raise CLIError(f"--digit must be a digit from 0 to 9, got {args.digit}")
+    out = Path(args.out) if args.out else path.parent / _sample_folder_name(args, schedule.num_timesteps)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise CLIError(f"--out must be a folder (new or existing), got {str(out)!r}, which is a file or lies "
+                       f"under one") from err
     start = time.perf_counter()
     images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
                                device, args.digit, args.guidance_scale)
@@ -212,7 +236,8 @@ def cmd_evaluate(args) -> int:
 
     images, labels = _load_samples(Path(args.samples))
     result = evaluate_samples(images, labels, root=args.data_dir)
-    out = Path(args.out) if args.out else Path(args.samples).with_name("metrics.json")
+    samples = Path(args.samples)
+    out = Path(args.out) if args.out else samples.with_name(f"{samples.stem}_metrics.json")  # not train's metrics.json
     _write_json(out, {**result, "samples": str(args.samples), "versions": library_versions()})
     print(json.dumps({k: v for k, v in result.items() if k != "class_histogram"}, indent=1))
     print(f"wrote {out}")
@@ -247,12 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digit", type=int, help="class to draw (class-conditional models)")
     p.add_argument("--guidance-scale", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    p.add_argument("--out", help="output folder (default: a sub-folder of the checkpoint's folder named after the "
+                                 "settings, e.g. samples-ddim50-n64-seed0)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="score generated images (an (N, 1, 28, 28) tensor file)")
     p.add_argument("--samples", required=True)
-    p.add_argument("--out", help="metrics JSON path (default: metrics.json beside the samples)")
+    p.add_argument("--out", help="metrics JSON path (default: <samples>_metrics.json beside the samples)")
     p.set_defaults(func=cmd_evaluate)
 
     for p in sub.choices.values():

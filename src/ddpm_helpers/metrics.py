@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_float, check_int, check_tensor
+from ._validate import check_float, check_int, check_pixel_range, check_tensor
 from .data import load_mnist
 
 CLASSIFIER_FILE = "mnist_classifier.safetensors"
@@ -82,7 +82,6 @@ def load_classifier(path: str | None = None, device: torch.device | str = "cpu")
     return model.to(device).eval()
 
 
-@torch.no_grad()
 def classify(
     classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +89,14 @@ def classify(
     check_tensor("images", images, ndim=4, floating=True, finite=True)
     if images.shape[1:] != (1, 28, 28):
         raise ValueError(f"images must have shape (N, 1, 28, 28), got {tuple(images.shape)}")
+    check_pixel_range("images", images)
     check_int("batch_size", batch_size, min_value=1)
+    return _classify(classifier, images, batch_size)
+
+
+@torch.no_grad()
+def _classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`classify` without the checks (for images checked already)."""
     device = next(classifier.parameters()).device
     feats, probs = [], []
     for chunk in images.split(batch_size):
@@ -234,6 +240,9 @@ def evaluate_samples(
     The reference is the MNIST test set; the floor compares N training images with it.
     """
     check_tensor("samples", samples, ndim=4, floating=True, finite=True)
+    if samples.shape[1:] != (1, 28, 28):
+        raise ValueError(f"samples must have shape (N, 1, 28, 28), got {tuple(samples.shape)}")
+    check_pixel_range("samples", samples)
     n = samples.shape[0]
     if n < 2:
         raise ValueError(f"samples must hold at least 2 images, got {n}")
@@ -244,7 +253,7 @@ def evaluate_samples(
     if classifier is None:
         classifier = load_classifier()
     device = str(next(classifier.parameters()).device)
-    feats, probs = classify(classifier, samples)
+    feats, probs = _classify(classifier, samples)
     test_feats = _reference("test", root, None, device)[0]
     train_feats = _reference("train", root, n, device)[0]
     gen = torch.Generator().manual_seed(seed)

@@ -95,7 +95,7 @@ def ddim_step(
     T = schedule.num_timesteps
     check_int("t", t, min_value=0, max_value=T - 1)
     check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
-    check_float("eta", eta, min_value=0.0)
+    check_float("eta", eta, min_value=0.0, max_value=1.0)
     x0, eps = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
     # per-step scalars in float64: 1 - ab_prev - sigma^2 cancels badly in float32 near t = T-1
     ab_t, ab_prev = schedule.scalar("alpha_bar", t), schedule.scalar("alpha_bar", t_prev)
@@ -271,7 +271,7 @@ def sample(
     check_int("num_samples", num_samples, min_value=1)
     check_int("trajectory_every", trajectory_every, min_value=1)
     check_float("guidance_scale", guidance_scale, min_value=0.0)
-    check_float("eta", eta, min_value=0.0)
+    check_float("eta", eta, min_value=0.0, max_value=1.0)
     if len(image_shape) != 3 or any(not isinstance(s, int) or s < 1 for s in image_shape):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape}")
     T = schedule.num_timesteps

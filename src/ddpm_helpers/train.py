@@ -30,7 +30,16 @@ import torch
 from torch import nn
 
 from . import __version__, distributed
-from ._validate import as_int_tuple, check_choice, check_float, check_int, check_tensor, skip_value_checks
+from ._validate import (
+    as_int_tuple,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_pixel_range,
+    check_tensor,
+    skip_value_checks,
+)
 from .checkpoint import (
     CheckpointError,
     check_same_config,
@@ -143,6 +152,8 @@ class TrainConfig:
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("amp", self.amp, ("auto", "bf16", "off"))
         check_choice("on_nan", self.on_nan, ("raise", "skip"))
+        check_bool("class_conditional", self.class_conditional)
+        check_bool("progress", self.progress)
         check_int("num_timesteps", self.num_timesteps, min_value=1)
         check_int("steps", self.steps, min_value=0)
         check_int("batch_size", self.batch_size, min_value=1)
@@ -250,12 +261,24 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         check_tensor("images", images, ndim=4, floating=True, finite=True)
+        if images.shape[0] == 0:
+            raise ValueError("images must hold at least one image, got an empty tensor")
+        if images.dtype != torch.float32:
+            raise TypeError(f"images must be float32 (the network's dtype), got {images.dtype}; call images.float()")
+        check_pixel_range("images", images)
         if config.class_conditional:
             if labels is None:
                 raise ValueError("labels are required when config.class_conditional is True")
             check_tensor("labels", labels, ndim=1, floating=False)
             if labels.shape[0] != images.shape[0]:
                 raise ValueError(f"labels must have one entry per image ({images.shape[0]}), got {labels.shape[0]}")
+            lo, hi = (int(v) for v in torch.aminmax(labels))
+            if lo < 0 or hi > 9:
+                raise ValueError(f"labels must be digits from 0 to 9, got values from {lo} to {hi}")
+            labels = labels.long()  # uint8 labels (as numpy reads MNIST) would fail in the label embedding
+        elif labels is not None:
+            warnings.warn("labels are ignored: config.class_conditional is False (set it to True to learn "
+                          "p(x | digit))", stacklevel=2)
         self.config = config
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0

@@ -144,6 +144,16 @@ class UNetConfig:
                 )
         if self.num_classes is not None:
             check_int("num_classes", self.num_classes, min_value=1)
+        check_int("groups", self.groups, min_value=1)
+        check_int("heads", self.heads, min_value=1)
+        if self.base_channels % 2:
+            raise ValueError(f"base_channels must be even (the time embedding has a sine and a cosine half of "
+                             f"base_channels / 2 each), got {self.base_channels}")
+        for level in {*self.attention_levels, len(self.channel_mults) - 1}:  # the middle block always attends
+            channels = self.base_channels * self.channel_mults[level]
+            if channels % self.heads:
+                raise ValueError(f"heads must divide the channels of every level with attention: level {level} has "
+                                 f"base_channels * channel_mults[{level}] = {channels}, got heads={self.heads}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,6 +174,9 @@ class UNet(nn.Module):
             config = UNetConfig(**kwargs)
         elif kwargs:
             raise TypeError("pass either a UNetConfig or keyword arguments, not both")
+        elif not isinstance(config, UNetConfig):
+            raise TypeError(f"config must be a UNetConfig (from a TrainConfig: config.unet_config(); from a dict: "
+                            f"UNet(**values)), got {type(config).__name__}")
         self.config = cfg = config
         ch = cfg.base_channels
         emb_dim = 4 * ch

@@ -7,7 +7,7 @@ and a script can save it; nothing here calls ``plt.show()``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt  # matplotlib falls back to a headless backend by itself
 import torch
@@ -20,9 +20,12 @@ from .schedules import NoiseSchedule
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
     """Tile images (N, C, H, W) in [-1, 1] into one (H', W') float tensor in [0, 1] (first channel)."""
     check_tensor("images", images, ndim=4, floating=True)
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
     if n == 0:
         raise ValueError("images must hold at least one image, got 0")
+    if c not in (1, 3) and images.shape[-1] in (1, 3):
+        raise ValueError(f"images must be (N, C, H, W), channels first, got shape {tuple(images.shape)}, which looks "
+                         "channels-last: use images.permute(0, 3, 1, 2)")
     nrow = nrow or int(n**0.5 + 0.999)
     check_int("nrow", nrow, min_value=1)
     ncol_rows = (n + nrow - 1) // nrow
@@ -93,6 +96,9 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
 
 def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) -> plt.Figure:
     """Three panels over the 0-based index t: beta_t, alpha_bar_t (with sqrt(alpha_bar) dashed) and log-SNR."""
+    if not isinstance(schedules, Mapping):
+        raise TypeError(f"schedules must map names to NoiseSchedules, such as {{'cosine': schedule}}, got "
+                        f"{type(schedules).__name__}")
     if not schedules:
         raise ValueError("schedules must map at least one name to a NoiseSchedule")
     fig, axes = plt.subplots(1, 3 if log_snr else 2, figsize=(13 if log_snr else 9, 3.4))
@@ -120,11 +126,19 @@ def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) ->
 def forward_strip(
     schedule: NoiseSchedule,
     x0: torch.Tensor,
-    timesteps: Sequence[int] = (0, 50, 100, 200, 400, 600, 800, 999),
+    timesteps: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
 ) -> plt.Figure:
-    """Rows of images (one row per image in ``x0``) noised by q(x_t | x_0) at each of ``timesteps``, same noise per row."""
+    """Rows of images (one row per image in ``x0``) noised by q(x_t | x_0) at each of ``timesteps``, same noise per row.
+
+    ``timesteps=None`` spreads eight steps over the schedule: (0, 50, 100, 200, 400, 600, 800, 999) for T = 1000,
+    the same fractions of T otherwise."""
     check_tensor("x0", x0, ndim=4, floating=True, finite=True)
+    if timesteps is None:
+        T = schedule.num_timesteps
+        timesteps = sorted({min(T - 1, round(f * T)) for f in (0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)} | {T - 1})
+    if isinstance(timesteps, int) or not isinstance(timesteps, Sequence):
+        raise TypeError(f"timesteps must be a sequence of 0-based steps, such as (0, 100, 500), got {timesteps!r}")
     timesteps = [check_int("timesteps[i]", t, min_value=0, max_value=schedule.num_timesteps - 1) for t in timesteps]
     n, k = x0.shape[0], len(timesteps)
     noise = torch.randn(x0.shape, generator=generator)
@@ -178,8 +192,15 @@ def reverse_animation(
     as sharp squares (no smoothing), which is also what keeps the page light: noise smoothed at a high resolution
     compresses badly (30 frames of 16 noisy digits at 100 dpi: 1.2 MB of notebook this way, 4.7 MB smoothed).
     """
-    if not trajectory:
-        raise ValueError("trajectory must hold at least one (t, x_t) pair")
+    if isinstance(trajectory, torch.Tensor) or not trajectory:
+        raise ValueError("trajectory must be a non-empty list of (t, x_t) pairs, the second value of "
+                         "sample(..., return_trajectory=True)")
+    bad = next((item for item in trajectory if not (isinstance(item, tuple) and len(item) == 2
+                                                     and isinstance(item[1], torch.Tensor) and item[1].ndim == 4)), None)
+    if bad is not None:
+        raise ValueError(f"trajectory must hold (t, x_t) pairs with x_t of shape (N, C, H, W), got an item "
+                         f"{bad if not isinstance(bad, torch.Tensor) else 'tensor of shape ' + str(tuple(bad.shape))}; "
+                         "unpack sample()'s result: final, trajectory = sample(..., return_trajectory=True)")
     check_int("max_frames", max_frames, min_value=2)
     check_int("dpi", dpi, min_value=10)
     step = max(1, (len(trajectory) + max_frames - 1) // max_frames)
