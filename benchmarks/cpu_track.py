@@ -7,8 +7,8 @@ for a class-conditional model, balanced class-conditional samples at each guidan
 fraction classified as the requested digit is the ``accuracy``). The result is the
 quality-versus-training-time curve; the last point is the model a learner would have.
 
-    # the measured CPU track (2 cores, fp32, nothing else running): about 10 minutes of training
-    python benchmarks/cpu_track.py --train-seconds 540 --eval-every 600 --out runs/cpu_track
+    # the measured CPU track (2026-11-27, 2 cores, fp32; RESULTS.md): the preset's 2,300 steps, 662 s of training
+    python benchmarks/cpu_track.py --eval-every 575 --eval-samples 500 --out runs/cpu_track
     # CI smoke (seconds)
     python benchmarks/cpu_track.py --smoke
 

@@ -8,7 +8,8 @@ same loss as ``Trainer.train_step``: batch, t, noise, label dropout, autocast, `
 backward, gradient clipping, AdamW, the LR warm-up/cosine and the EMA with its decay warm-up). The
 baseline step keeps the data on the device, draws the batch there, never reads the loss back
 during the timed steps (one read at the end) and uses the Trainer's choices: bf16 autocast and
-fused AdamW on CUDA (fp32 and foreach AdamW on a CPU), a foreach EMA. The rows:
+fused AdamW on CUDA (fp32 and foreach AdamW on a CPU; the Trainer leaves torch's default there, the
+for-loop AdamW, which measured the same within noise), a foreach EMA. The rows:
 
 * ``Trainer.train_step``: the package's Trainer as it ships (it reads the loss and the gradient
   norm every step, to name the step of a NaN, and draws batch indices on the CPU for exact resume);
@@ -49,7 +50,7 @@ of two (or two instead of one); the 2x2 pixel-unshuffle (or its reverse). The ba
 also sampled with DDIM at 10, 20 and 50 steps and with DPM-Solver++(2M) at 10 and 20 steps: the
 sampler lever.
 
-    # GPU (one H100/H200): speed about 2-3 min (compile included), quality about 5-6 min: run apart
+    # GPU (one H100/H200): speed about 2-3 min (compile included), quality about 6-7 min: run apart
     python benchmarks/levers.py --part speed
     python benchmarks/levers.py --part quality
     # CPU (2 cores): the speed part on the cpu preset, 3 interleaved rounds of 40 steps per row: about 5 minutes

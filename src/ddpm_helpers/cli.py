@@ -195,7 +195,7 @@ def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
     return result
 
 
-def _sample_folder_name(args, num_timesteps: int) -> str:
+def sample_folder_name(args, num_timesteps: int) -> str:
     """``samples-ddim50-n2000-seed0`` (plus ``-eta``, ``-digit``, ``-w`` when set): one folder per setting."""
     steps = num_timesteps if args.method == "ddpm" else args.steps
     name = f"samples-{args.method}{steps}-n{args.num}"
@@ -213,7 +213,7 @@ def cmd_sample(args) -> int:
         raise CLIError(f"--num must be a positive integer, got {args.num}")
     if args.digit is not None and not 0 <= args.digit <= 9:
         raise CLIError(f"--digit must be a digit from 0 to 9, got {args.digit}")
-    out = Path(args.out) if args.out else path.parent / _sample_folder_name(args, schedule.num_timesteps)
+    out = Path(args.out) if args.out else path.parent / sample_folder_name(args, schedule.num_timesteps)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as err:

@@ -25,8 +25,8 @@ class Preset:
     description: str
     train: TrainConfig
     num_samples: int = 64          # images generated after training (grid + samples.pt)
-    sampler: str = "ddim"          # ddpm | ddim
-    sampler_steps: int | None = 50  # for ddim
+    sampler: str = "ddim"          # ddpm | ddim | dpm++2m
+    sampler_steps: int | None = 50  # for ddim and dpm++2m (ddpm uses all T)
     guidance_scale: float = 1.0    # classifier-free guidance of a class-conditional model's samples
     eval_samples: int = 1000       # images scored by `evaluate`
     allow_subset: bool = False     # may fall back to the shipped MNIST subset

@@ -276,9 +276,7 @@ class Trainer:
             if lo < 0 or hi > 9:
                 raise ValueError(f"labels must be digits from 0 to 9, got values from {lo} to {hi}")
             labels = labels.long()  # uint8 labels (as numpy reads MNIST) would fail in the label embedding
-        elif labels is not None:
-            warnings.warn("labels are ignored: config.class_conditional is False (set it to True to learn "
-                          "p(x | digit))", stacklevel=2)
+        # an unconditional config ignores labels: callers may pass them whatever the preset (as the example above does)
         self.config = config
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
