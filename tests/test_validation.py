@@ -156,6 +156,10 @@ CASES = [
     ("label above 9", lambda: Trainer(TrainConfig(**{**TINY.to_dict(), "class_conditional": True}), IMG,
                                       torch.tensor([0, 1, 2, 12]), device="cpu"), ValueError,
      "labels must be digits from 0 to 9, got values from 0 to 12"),
+    ("scalar wraps", lambda: S.scalar("betas", -1), ValueError, r"t must be an integer in \[0, 9\], got -1"),
+    ("scalar past T", lambda: S.scalar("alpha_bar", 10), ValueError, r"t must be an integer in \[-1, 9\], got 10"),
+    ("loss output shape", lambda: diffusion_loss(lambda x, t: x.mean(dim=(2, 3)), S, X), ValueError,
+     r"model must return a tensor of the input's shape \(2, 1, 4, 4\) .* got shape \(2, 1\)"),
     ("ddim eta above 1", lambda: sample(NET, S, 2, method="ddim", steps=2, eta=3.0, image_shape=(1, 4, 4)), ValueError,
      r"eta must be a finite number in \[0.0, 1.0\]"),
 ]

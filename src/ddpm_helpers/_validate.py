@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -54,7 +55,7 @@ def _show(value: Any) -> str:
 
 def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> int:
     """Return ``value`` as an int, or raise naming ``name`` and the accepted range."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) and not (
         isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point()
     ):
         raise TypeError(f"{name} must be an integer, got {_show(value)}")

@@ -75,6 +75,10 @@ def diffusion_loss(
         y = drop_labels(y, num_classes, label_drop_prob, generator)
     x_t = schedule.q_sample(x0, t, noise)
     output = model(x_t, t, y) if y is not None else model(x_t, t)
+    if not isinstance(output, torch.Tensor) or output.shape != x0.shape:
+        got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"model must return a tensor of the input's shape {tuple(x0.shape)} (its prediction of "
+                         f"{prediction} for every pixel), got {got}")
     target = schedule.target(x0, t, noise, prediction)
     per_sample = (output.float() - target.float()).pow(2).mean(dim=tuple(range(1, x0.ndim)))
     if min_snr_gamma is not None:

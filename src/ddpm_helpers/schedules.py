@@ -137,6 +137,8 @@ class NoiseSchedule:
         ``schedule.scalar("alpha_bar", 10)``. Index ``-1`` of ``alpha_bar`` is 1 (clean data)."""
         if name not in self._float64:
             raise ValueError(f"name must be one of {', '.join(self._FIELDS)}; got {name!r}")
+        # no negative indices from the end: alpha_bar[-1] meaning "the last entry" is the pitfall of notebook 01
+        t = check_int("t", t, min_value=-1 if name == "alpha_bar" else 0, max_value=self.num_timesteps - 1)
         if name == "alpha_bar" and t == -1:
             return 1.0
         return float(self._float64[name][t])
