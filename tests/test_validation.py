@@ -160,6 +160,9 @@ CASES = [
     ("scalar past T", lambda: S.scalar("alpha_bar", 10), ValueError, r"t must be an integer in \[-1, 9\], got 10"),
     ("loss output shape", lambda: diffusion_loss(lambda x, t: x.mean(dim=(2, 3)), S, X), ValueError,
      r"model must return a tensor of the input's shape \(2, 1, 4, 4\) .* got shape \(2, 1\)"),
+    ("device gpu", lambda: sample(NET, S, 2, steps=2, method="ddim", image_shape=(1, 4, 4), device="gpu"), ValueError,
+     r"device must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got 'gpu'"),
+    ("mnist device", lambda: load_mnist("test", device="GPU"), ValueError, "device must be a torch device"),
     ("ddim eta above 1", lambda: sample(NET, S, 2, method="ddim", steps=2, eta=3.0, image_shape=(1, 4, 4)), ValueError,
      r"eta must be a finite number in \[0.0, 1.0\]"),
 ]

@@ -143,6 +143,18 @@ def check_tensor(
     return value
 
 
+def check_device(name: str, value: Any) -> torch.device:
+    """``value`` as a torch.device, or raise naming ``name`` and examples of what torch accepts."""
+    if isinstance(value, torch.device):
+        return value
+    if isinstance(value, str):
+        try:
+            return torch.device(value)
+        except RuntimeError:
+            pass
+    raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {_show(value)}")
+
+
 def check_pixel_range(name: str, images: torch.Tensor, *, warn_unit_range: bool = True) -> torch.Tensor:
     """Raise if ``images`` leave [-1, 1] (the scale of the noise) by more than rounding; warn if they look like
     images in [0, 1] (no value below 0, which real digits in [-1, 1] always have: the background is -1)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validate import check_choice, check_int
+from ._validate import check_choice, check_device, check_int
 
 SPLITS = ("train", "test")
 FILES = {
@@ -160,6 +160,7 @@ def load_mnist(
     check_choice("split", split, SPLITS)
     if limit is not None:
         check_int("limit", limit, min_value=1)
+    device = check_device("device", device)
     images_name, labels_name = FILES[split]
     found = find_mnist(split, root)
     if found is None and download and _try_download(split):

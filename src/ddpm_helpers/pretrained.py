@@ -12,7 +12,7 @@ from importlib import resources
 
 import torch
 
-from ._validate import check_choice
+from ._validate import check_choice, check_device
 from .schedules import NoiseSchedule
 from .train import TrainConfig
 from .unet import UNet
@@ -41,4 +41,5 @@ def load_pretrained(name: str = "mnist-cpu", device: str | torch.device = "cpu")
     with resources.as_file(resources.files("ddpm_helpers.assets").joinpath(card["weights"])) as path:
         state = load_file(str(path))
     model.load_state_dict({k: v.float() for k, v in state.items()})
+    device = check_device("device", device)
     return model.to(device).eval(), config.make_schedule().to(device), config

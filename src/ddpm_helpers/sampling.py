@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_float, check_int, check_tensor, skip_value_checks
+from ._validate import check_choice, check_device, check_float, check_int, check_tensor, skip_value_checks
 from .schedules import PREDICTION_TYPES, NoiseSchedule
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
@@ -281,8 +281,7 @@ def sample(
         timesteps = list(range(T - 1, -1, -1))
     else:
         timesteps = ddim_timesteps(T, min(DEFAULT_STEPS[method], T) if steps is None else steps)
-    if device is None:
-        device = next(model.parameters()).device
+    device = next(model.parameters()).device if device is None else check_device("device", device)
     if y is not None:
         check_tensor("y", y, ndim=1, floating=False)
         if getattr(model, "num_classes", None) is None:
