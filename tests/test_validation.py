@@ -163,6 +163,8 @@ CASES = [
     ("device gpu", lambda: sample(NET, S, 2, steps=2, method="ddim", image_shape=(1, 4, 4), device="gpu"), ValueError,
      r"device must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got 'gpu'"),
     ("mnist device", lambda: load_mnist("test", device="GPU"), ValueError, "device must be a torch device"),
+    ("seed net past its T", lambda: SimpleUNet(num_timesteps=10)(X, torch.tensor([3, 12])), ValueError,
+     r"t must hold 0-based timestep indices in \[0, 9\]"),
     ("ddim eta above 1", lambda: sample(NET, S, 2, method="ddim", steps=2, eta=3.0, image_shape=(1, 4, 4)), ValueError,
      r"eta must be a finite number in \[0.0, 1.0\]"),
 ]

@@ -318,7 +318,8 @@ class SimpleUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=4, floating=True)
-        t = t.reshape(-1).expand(x.shape[0]).to(x.dtype) / self.num_timesteps
+        t = check_timesteps("t", t, self.num_timesteps, batch=x.shape[0])  # T here must be the schedule's T
+        t = t.expand(x.shape[0]).to(x.dtype) / self.num_timesteps
         t_channel = t[:, None, None, None].expand(-1, 1, x.shape[2], x.shape[3])  # was: .expand(..., 28, 28)
         return self.net(torch.cat([x, t_channel], dim=1))
 
