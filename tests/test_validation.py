@@ -10,11 +10,11 @@ import torch
 
 from ddpm_helpers import metrics, viz
 from ddpm_helpers._validate import check_timesteps, skip_value_checks
-from ddpm_helpers.checkpoint import load_checkpoint
+from ddpm_helpers.checkpoint import load_checkpoint, prune_checkpoints
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import get_preset
-from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, sample
+from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, predict, sample
 from ddpm_helpers.schedules import NoiseSchedule, make_betas
 from ddpm_helpers.train import EMA, Trainer, TrainConfig, seed_everything, select_device
 from ddpm_helpers.unet import SimpleUNet, UNet, UNetConfig, sinusoidal_embedding
@@ -165,6 +165,11 @@ CASES = [
     ("mnist device", lambda: load_mnist("test", device="GPU"), ValueError, "device must be a torch device"),
     ("seed net past its T", lambda: SimpleUNet(num_timesteps=10)(X, torch.tensor([3, 12])), ValueError,
      r"t must hold 0-based timestep indices in \[0, 9\]"),
+    ("kid widths", lambda: metrics.kernel_inception_distance(torch.randn(5, 4), torch.randn(5, 3)), ValueError,
+     "same width"),
+    ("predict y unconditional", lambda: predict(NET, X, 1, torch.tensor([1, 2])), ValueError, "model is unconditional"),
+    ("predict t float", lambda: predict(NET, X, 1.5), TypeError, "t must be an integer, got 1.5"),
+    ("prune keep 0", lambda: prune_checkpoints("/tmp", 0), ValueError, r"keep_last must be an integer in \[1, inf\]"),
     ("ddim eta above 1", lambda: sample(NET, S, 2, method="ddim", steps=2, eta=3.0, image_shape=(1, 4, 4)), ValueError,
      r"eta must be a finite number in \[0.0, 1.0\]"),
 ]

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ._validate import check_int
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
@@ -91,8 +93,9 @@ def latest_checkpoint(folder: str | os.PathLike, map_location: str | torch.devic
 
 
 def prune_checkpoints(folder: str | os.PathLike, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` checkpoints; returns the deleted paths."""
-    old = list_checkpoints(folder)[:-keep_last] if keep_last > 0 else []
+    """Delete all but the newest ``keep_last`` (at least 1) checkpoints; returns the deleted paths."""
+    keep_last = check_int("keep_last", keep_last, min_value=1)
+    old = list_checkpoints(folder)[:-keep_last]
     for path in old:
         path.unlink(missing_ok=True)
     return old

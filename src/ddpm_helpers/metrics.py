@@ -138,6 +138,8 @@ def kernel_inception_distance(
     """KID: mean and standard deviation over ``subsets`` of the unbiased MMD^2 with a cubic polynomial kernel.
     ``subset_size`` is capped at the smaller sample count. Deterministic for a given ``generator``."""
     a, b = _check_features("features_a", features_a), _check_features("features_b", features_b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"features_a and features_b must have the same width, got {a.shape[1]} and {b.shape[1]}")
     check_int("subsets", subsets, min_value=1)
     check_int("subset_size", subset_size, min_value=2)
     m = min(subset_size, a.shape[0], b.shape[0])

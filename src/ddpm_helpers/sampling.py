@@ -193,9 +193,13 @@ def predict(
     guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """The network's output at index ``t``, with classifier-free guidance when ``y`` is given and the scale is not 1."""
+    t = check_int("t", t, min_value=0)  # the network checks the upper end against its own T
+    check_float("guidance_scale", guidance_scale, min_value=0.0)
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None:
         return model(x_t, t_batch)
+    if getattr(model, "num_classes", None) is None:
+        raise ValueError("y (class labels) was given, but the model is unconditional (num_classes=None)")
     if guidance_scale == 1.0:
         return model(x_t, t_batch, y)
     null = torch.full_like(y, model.num_classes)
