@@ -170,6 +170,9 @@ CASES = [
     ("predict y unconditional", lambda: predict(NET, X, 1, torch.tensor([1, 2])), ValueError, "model is unconditional"),
     ("predict t float", lambda: predict(NET, X, 1.5), TypeError, "t must be an integer, got 1.5"),
     ("prune keep 0", lambda: prune_checkpoints("/tmp", 0), ValueError, r"keep_last must be an integer in \[1, inf\]"),
+    ("config from a path", lambda: TrainConfig.from_dict("cfg.json"), TypeError, "values must be a dict of settings"),
+    ("lr at negative step", lambda: TINY.lr_at(-5), ValueError, r"step must be an integer in \[0, inf\], got -5"),
+    ("image shape an int", lambda: sample(NET, S, 2, image_shape=28), ValueError, r"image_shape must be \(C, H, W\)"),
     ("ddim eta above 1", lambda: sample(NET, S, 2, method="ddim", steps=2, eta=3.0, image_shape=(1, 4, 4)), ValueError,
      r"eta must be a finite number in \[0.0, 1.0\]"),
 ]

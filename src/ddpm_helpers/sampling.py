@@ -276,7 +276,8 @@ def sample(
     check_int("trajectory_every", trajectory_every, min_value=1)
     check_float("guidance_scale", guidance_scale, min_value=0.0)
     check_float("eta", eta, min_value=0.0, max_value=1.0)
-    if len(image_shape) != 3 or any(not isinstance(s, int) or s < 1 for s in image_shape):
+    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in image_shape)):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape}")
     T = schedule.num_timesteps
     if method == "ddpm":

@@ -173,6 +173,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        if not isinstance(values, dict):
+            raise TypeError(f"values must be a dict of settings (e.g. json.loads(text) of a saved config), got "
+                            f"{type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -194,6 +197,7 @@ class TrainConfig:
 
     def lr_at(self, step: int) -> float:
         """Learning-rate multiplier at ``step``: linear warm-up, then constant or cosine decay to 0.1."""
+        step = check_int("step", step, min_value=0)
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         if self.lr_schedule == "constant" or self.steps <= self.warmup_steps:
