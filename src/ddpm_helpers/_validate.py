@@ -155,7 +155,7 @@ def check_device(name: str, value: Any) -> torch.device:
     raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {_show(value)}")
 
 
-def check_pixel_range(name: str, images: torch.Tensor, *, warn_unit_range: bool = True) -> torch.Tensor:
+def check_pixel_range(name: str, images: torch.Tensor) -> torch.Tensor:
     """Raise if ``images`` leave [-1, 1] (the scale of the noise) by more than rounding; warn if they look like
     images in [0, 1] (no value below 0, which real digits in [-1, 1] always have: the background is -1)."""
     if images.numel() == 0 or not _read_values(images):
@@ -164,7 +164,7 @@ def check_pixel_range(name: str, images: torch.Tensor, *, warn_unit_range: bool 
     if lo < -1.001 or hi > 1.001:
         raise ValueError(f"{name} must hold pixels in [-1, 1], the scale of the noise, got values from {lo:.4g} to "
                          f"{hi:.4g}; from [0, 1] use x * 2 - 1, from bytes 0..255 use x / 127.5 - 1")
-    if warn_unit_range and lo >= 0:
+    if lo >= 0:
         warnings.warn(f"{name} has no value below 0 (range {lo:.3g} to {hi:.3g}): images in [0, 1]? The course "
                       "works in [-1, 1], where the background is -1; use x * 2 - 1", stacklevel=3)
     return images

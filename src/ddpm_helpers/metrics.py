@@ -86,12 +86,17 @@ def classify(
     classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the classifier on images in [-1, 1]; returns (features (N, 128), probabilities (N, 10)) in float64 on CPU."""
-    check_tensor("images", images, ndim=4, floating=True, finite=True)
-    if images.shape[1:] != (1, 28, 28):
-        raise ValueError(f"images must have shape (N, 1, 28, 28), got {tuple(images.shape)}")
-    check_pixel_range("images", images)
+    _check_digits("images", images)
     check_int("batch_size", batch_size, min_value=1)
     return _classify(classifier, images, batch_size)
+
+
+def _check_digits(name: str, images: torch.Tensor) -> torch.Tensor:
+    """The checks of every image the classifier sees: finite, (N, 1, 28, 28), pixels in [-1, 1]."""
+    check_tensor(name, images, ndim=4, floating=True, finite=True)
+    if images.shape[1:] != (1, 28, 28):
+        raise ValueError(f"{name} must have shape (N, 1, 28, 28), got {tuple(images.shape)}")
+    return check_pixel_range(name, images)
 
 
 @torch.no_grad()
@@ -241,10 +246,7 @@ def evaluate_samples(
     ``labels`` (N,) are the requested classes of class-conditional samples (adds ``accuracy``).
     The reference is the MNIST test set; the floor compares N training images with it.
     """
-    check_tensor("samples", samples, ndim=4, floating=True, finite=True)
-    if samples.shape[1:] != (1, 28, 28):
-        raise ValueError(f"samples must have shape (N, 1, 28, 28), got {tuple(samples.shape)}")
-    check_pixel_range("samples", samples)
+    _check_digits("samples", samples)
     n = samples.shape[0]
     if n < 2:
         raise ValueError(f"samples must hold at least 2 images, got {n}")

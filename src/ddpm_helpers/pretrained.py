@@ -35,11 +35,11 @@ def load_pretrained(name: str = "mnist-cpu", device: str | torch.device = "cpu")
     """(model in eval mode, its noise schedule, its TrainConfig) of a shipped pretrained model."""
     from safetensors.torch import load_file
 
+    device = check_device("device", device)
     card = model_card(name)
     config = TrainConfig.from_dict(card["config"])
     model = UNet(config.unet_config())
     with resources.as_file(resources.files("ddpm_helpers.assets").joinpath(card["weights"])) as path:
         state = load_file(str(path))
     model.load_state_dict({k: v.float() for k, v in state.items()})
-    device = check_device("device", device)
     return model.to(device).eval(), config.make_schedule().to(device), config

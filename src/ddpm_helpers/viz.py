@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # matplotlib falls back to a headless backend b
 import torch
 from matplotlib import animation
 
-from ._validate import check_int, check_tensor
+from ._validate import _show, check_int, check_tensor
 from .schedules import NoiseSchedule
 
 
@@ -199,8 +199,8 @@ def reverse_animation(
                                                      and isinstance(item[1], torch.Tensor) and item[1].ndim == 4)), None)
     if bad is not None:
         raise ValueError(f"trajectory must hold (t, x_t) pairs with x_t of shape (N, C, H, W), got an item "
-                         f"{bad if not isinstance(bad, torch.Tensor) else 'tensor of shape ' + str(tuple(bad.shape))}; "
-                         "unpack sample()'s result: final, trajectory = sample(..., return_trajectory=True)")
+                         f"{_show(bad)}; unpack sample()'s result: final, trajectory = sample(..., "
+                         "return_trajectory=True)")
     check_int("max_frames", max_frames, min_value=2)
     check_int("dpi", dpi, min_value=10)
     step = max(1, (len(trajectory) + max_frames - 1) // max_frames)
