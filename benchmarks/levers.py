@@ -19,14 +19,15 @@ for-loop AdamW, which measured the same within noise), a foreach EMA. The rows:
 * ``EMA for-loop``: one ``lerp_`` per tensor instead of one foreach call;
 * ``torch.compile``: the U-Net compiled (default mode); the one-off compile time is reported apart;
 * ``channels_last``: model and batch in NHWC (GroupNorm may convert back; this measures the net effect);
-* ``CUDA graph``: the whole step (batch draw, forward, backward, clipping, AdamW, EMA) captured once
-  and replayed (CUDA only; AdamW ``capturable``, learning rate and EMA weight as device tensors);
 * ``batch x0.5`` / ``batch x2``: throughput only (what they do to quality is in the other part);
 * ``2x2 pixel-unshuffle``: the U-Net works on 14x14x4 folded images with one level fewer (the coarsest
   resolution and its attention unchanged), as the ``cpu`` preset does; this changes the network (its
   quality is in the other part). On an H200 the ``gpu`` preset's step was bound by memory traffic
   (layout conversions, GroupNorm, element-wise kernels: ``results/gpu-probe-20261128.json``), which a
   4 times smaller activation map should cut. (For an already folded preset: ``no pixel-unshuffle``.)
+* ``CUDA graph``: the whole step (batch draw, forward, backward, clipping, AdamW, EMA) captured once
+  and replayed (CUDA only; AdamW ``capturable``, learning rate and EMA weight as device tensors; the
+  last row, so that a capture that fails leaves nothing behind for another row).
 
 Every row reports images/s, the ratio to the baseline, the time of its first (warm-up) steps,
 the mean loss of its first timed round (a lever must not change the maths: these should agree) and,
@@ -50,7 +51,7 @@ of two (or two instead of one); the 2x2 pixel-unshuffle (or its reverse). The ba
 also sampled with DDIM at 10, 20 and 50 steps and with DPM-Solver++(2M) at 10 and 20 steps: the
 sampler lever.
 
-    # GPU (one H100/H200): speed about 2-3 min (compile included), quality about 6-7 min: run apart
+    # GPU (one H100/H200): speed about 4 min (13 rows, compile included), quality about 6-7 min: run apart
     python benchmarks/levers.py --part speed
     python benchmarks/levers.py --part quality
     # CPU (2 cores): the speed part on the cpu preset, 3 interleaved rounds of 40 steps per row: about 5 minutes
@@ -174,7 +175,13 @@ class FastStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=not self.cuda_graph)
         with torch.no_grad():
-            if self.ema_kind == "foreach":
+            if self.ema_kind == "foreach" and isinstance(self.ema_weight, torch.Tensor):
+                # _foreach_lerp_ has no overload for one tensor weight: it would read the weight back to the host
+                # (.item()), which a CUDA graph's capture forbids. e += w * (p - e) is the same lerp, on the device.
+                diff = torch._foreach_sub(self.params, self.ema_params)
+                torch._foreach_mul_(diff, self.ema_weight)
+                torch._foreach_add_(self.ema_params, diff)
+            elif self.ema_kind == "foreach":
                 torch._foreach_lerp_(self.ema_params, self.params, self.ema_weight)
             else:
                 for e, p in zip(self.ema_params, self.params):
@@ -203,9 +210,13 @@ class FastStep:
                 self._compute()
                 self.step_count += 1
         torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_loss = self._compute()
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(graph):
+                self.static_loss = self._compute()
+        finally:  # torch.cuda.graph leaves its capture stream current when capture_end raises: restore ours
+            torch.cuda.set_stream(stream)
+        self.graph = graph
 
     def step(self) -> torch.Tensor:
         """One step; returns the loss as a device tensor (not read back)."""
@@ -255,12 +266,12 @@ def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, d
             rows.append((f"AdamW {'for-loop' if opt == 'loop' else opt}", {**base, "optimizer": opt}, {}))
     rows += [("EMA for-loop", {**base, "ema": "loop"}, {}), ("torch.compile", {**base, "compile": True}, {}),
              ("channels_last", {**base, "channels_last": True}, {})]
-    if cuda:
-        rows.append(("CUDA graph", {**base, "cuda_graph": True}, {}))
     rows += [("batch x0.5", base, {"batch_size": max(1, batch_size // 2)}),
              ("batch x2", base, {"batch_size": batch_size * 2})]
     name, overrides = unshuffle_lever(config)
     rows.append((name, base, overrides))
+    if cuda:  # last: a capture that fails could leave CUDA in a state that no other row should inherit
+        rows.append(("CUDA graph", {**base, "cuda_graph": True}, {}))
     return rows
 
 

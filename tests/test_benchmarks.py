@@ -347,6 +347,44 @@ def test_levers_fast_step_follows_the_schedules_in_python_floats_and_in_device_t
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
 
 
+@pytest.mark.parametrize("ema", ["foreach", "loop"])
+def test_levers_graph_step_reads_nothing_back_to_the_host(ema):
+    """A CUDA graph's capture forbids reading a device value on the host (.item()); check that rule on a CPU.
+
+    The step that the CUDA-graph row captures is run with lr and EMA weight in tensors under a dispatch mode that
+    fails on every host read. (torch._foreach_lerp_ with one tensor weight did such a read and would have failed
+    only on the GPU.) The EMA must still be the lerp e + w (p - e).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ddpm_helpers.train import TrainConfig
+
+    class NoHostReads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] in {"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero"}:
+                raise AssertionError(f"{func} reads a tensor's value back to the host")
+            return func(*args, **(kwargs or {}))
+
+    levers = load_levers_module()
+    cfg = TrainConfig(num_timesteps=50, base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
+                      dropout=0.1, batch_size=4, lr=3e-3, warmup_steps=3, steps=6, ema_decay=0.9, progress=False,
+                      prediction="v")
+    step = levers.FastStep(cfg, torch.rand(32, 1, 8, 8) * 2 - 1, None, torch.device("cpu"), optimizer="fused",
+                           ema=ema, device_schedules=True)
+    for _ in range(3):  # as _capture's warm-up
+        step._set_schedules()
+        step._compute()
+        step.step_count += 1
+    step._set_schedules()
+    before = [e.clone() for e in step.ema_params]
+    with NoHostReads():
+        step._compute()
+    weight = float(step.ema_weight)
+    assert weight == pytest.approx(1 - min(0.9, 4 / 13))
+    for e, old, p in zip(step.ema_params, before, step.params):
+        torch.testing.assert_close(e, old.lerp(p, weight))
+
+
 @pytest.mark.parametrize("preset", ["gpu", "cpu", "smoke"])
 def test_unshuffle_lever_keeps_the_coarsest_resolution_and_its_attention(preset):
     """The pixel-unshuffle row folds 28x28x1 into 14x14x4 with one level fewer (or unfolds the cpu preset)."""

@@ -112,3 +112,32 @@ def test_schedule_matches_diffusers(name, T):
     assert torch.allclose(s.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), atol=1e-5, rtol=0)
     ref_var = torch.stack([ref._get_variance(int(k)) for k in range(1, T)])
     assert torch.allclose(s.posterior_variance[1:], ref_var, atol=1e-5, rtol=0)
+
+
+def test_noise_is_drawn_where_the_generator_lives(monkeypatch):
+    """torch.randn refuses a CPU generator for a CUDA tensor: noise_like draws on the generator's device, then moves.
+
+    No GPU here, so the 'meta' device stands in for CUDA, and a spy on torch.randn enforces CUDA's rule.
+    """
+    from ddpm_helpers.schedules import noise_like
+
+    real_randn, calls = torch.randn, []
+
+    def strict_randn(*args, generator=None, device=None, **kwargs):
+        calls.append(torch.device(device or "cpu"))
+        if generator is not None and torch.device(device or "cpu") != generator.device:
+            raise RuntimeError(f"a {generator.device} generator cannot draw on {device}")
+        return real_randn(*args, generator=generator, device=device, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", strict_randn)
+    x = torch.zeros(2, 1, 4, 4, device="meta")
+    noise = noise_like(x, torch.Generator().manual_seed(0))
+    assert noise.device.type == "meta" and noise.shape == x.shape and calls == [torch.device("cpu")]
+    assert noise_like(x).device.type == "meta"  # no generator: drawn on x's device
+    # q_sample's own noise is noise_like's: the same draw from the same seed
+    s = NoiseSchedule.from_name("linear", 10)
+    x0, t = torch.zeros(3, 1, 2, 2), torch.tensor([9, 9, 9])
+    torch.testing.assert_close(
+        s.q_sample(x0, t, generator=torch.Generator().manual_seed(1)),
+        s.sqrt_one_minus_alpha_bar[9] * noise_like(x0, torch.Generator().manual_seed(1)),
+    )

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ._validate import check_choice, check_float, check_tensor, check_timesteps
-from .schedules import PREDICTION_TYPES, NoiseSchedule
+from .schedules import PREDICTION_TYPES, NoiseSchedule, noise_like
 
 
 def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
@@ -67,7 +67,7 @@ def diffusion_loss(
     else:
         t = check_timesteps("t", t, T, batch=batch).expand(batch)
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
+        noise = noise_like(x0, generator)
     if y is not None:
         num_classes = getattr(getattr(model, "module", model), "num_classes", None)  # .module: a DDP wrapper
         if num_classes is None:

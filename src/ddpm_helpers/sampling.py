@@ -21,16 +21,11 @@ import torch
 from torch import nn
 
 from ._validate import check_choice, check_device, check_float, check_int, check_tensor, skip_value_checks
-from .schedules import PREDICTION_TYPES, NoiseSchedule
+from .schedules import PREDICTION_TYPES, NoiseSchedule, noise_like
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
 METHODS = ("ddpm", "ddim", "dpm++2m")
 DEFAULT_STEPS = {"ddim": 50, "dpm++2m": 20}  # when ``steps`` is None (capped at T)
-
-
-def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = x.device if generator is None else generator.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def _x0_eps(schedule, model_output, x_t, t: int, prediction: str, clip_x0: bool):
@@ -69,7 +64,7 @@ def ddpm_step(
     if t == 0:
         return mean, x0
     variance = schedule.scalar("posterior_variance" if sigma == "beta_tilde" else "betas", t)
-    return mean + math.sqrt(variance) * _noise_like(x_t, generator), x0
+    return mean + math.sqrt(variance) * noise_like(x_t, generator), x0
 
 
 def ddim_step(
@@ -102,7 +97,7 @@ def ddim_step(
     sigma = eta * math.sqrt(max(0.0, (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)))
     x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - sigma**2)) * eps
     if eta > 0 and t_prev >= 0:
-        x_prev = x_prev + sigma * _noise_like(x_t, generator)
+        x_prev = x_prev + sigma * noise_like(x_t, generator)
     return x_prev, x0
 
 

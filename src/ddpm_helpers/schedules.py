@@ -64,6 +64,16 @@ def extract(a: torch.Tensor, t: torch.Tensor, shape: torch.Size | tuple[int, ...
     return out.reshape(t.shape[0], *([1] * (len(shape) - 1)))
 
 
+def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise of ``x``'s shape, dtype and device, drawn on ``generator``'s device.
+
+    A generator lives on one device, and ``torch.randn`` refuses a CPU generator for a CUDA tensor: so draw
+    where the generator is, then move. (A CPU generator also gives the same noise on every machine.)
+    """
+    device = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
 class NoiseSchedule:
     r"""Every per-step constant of DDPM, computed once in float64 from ``betas``.
 
@@ -167,7 +177,7 @@ class NoiseSchedule:
         """
         t = self._check(x0, t)
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = noise_like(x0, generator)
         elif not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
             raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {getattr(noise, 'shape', noise)}")
         return extract(self.sqrt_alpha_bar, t, x0.shape).to(x0) * x0 + extract(

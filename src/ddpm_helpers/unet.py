@@ -355,7 +355,7 @@ def receptive_field(
     check_int("in_channels", in_channels, min_value=1)
     if not isinstance(strip_norms, bool):
         raise TypeError(f"strip_norms must be True or False, got {strip_norms!r}")
-    probe = copy.deepcopy(model).float().eval()
+    probe = copy.deepcopy(model).float().eval().cpu()  # a small CPU probe, whatever device the model is on
     if strip_norms:
         _replace_group_norms(probe)
     gen = torch.Generator().manual_seed(0)
