@@ -1,13 +1,15 @@
 """Metrics: the shipped classifier's accuracy, and FD / KID checked against torchmetrics."""
 
 import json
+from collections import OrderedDict
 from importlib import resources
 
 import pytest
 import torch
 
+from ddpm_helpers import metrics
 from ddpm_helpers.data import load_mnist
-from ddpm_helpers.metrics import (classify, evaluate_samples, fit_digit_gaussians, frechet_distance,
+from ddpm_helpers.metrics import (MNISTClassifier, classify, evaluate_samples, fit_digit_gaussians, frechet_distance,
                                   kernel_inception_distance, load_classifier)
 
 
@@ -100,3 +102,61 @@ def test_digit_gaussians_bad_input_is_named(call, words):
     with pytest.raises((ValueError, TypeError)) as info:
         call(f, y)
     assert all(w in str(info.value) for w in words), str(info.value)
+
+
+@pytest.fixture()
+def subset_only(tmp_path, monkeypatch):
+    """No full MNIST and no network (so the shipped 1,000-image test subset), an empty cache, a fresh process memo.
+    Returns the folder where reference features are cached."""
+    import ddpm_helpers.data as data
+
+    monkeypatch.delenv("DDPM_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_try_download", lambda split: False)
+    monkeypatch.setattr(metrics, "_MEMO", OrderedDict())
+    return tmp_path / "cache" / "ddpm_helpers" / "features"
+
+
+@pytest.mark.filterwarnings("ignore:ddpm_helpers. full MNIST not found")
+def test_reference_features_are_kept_on_disk_and_computed_again_when_anything_changes(subset_only, monkeypatch):
+    calls, classify_ = [], metrics._classify
+    monkeypatch.setattr(metrics, "_classify", lambda c, x, *a: calls.append(len(x)) or classify_(c, x, *a))
+    first, labels = metrics._reference(load_classifier(), "test", None, None)
+    assert calls == [1000] and first.shape == (1000, 128) and labels.shape == (1000,)
+    [file] = subset_only.iterdir()  # one file, and no temporary file left beside it
+    assert file.name.startswith("mnist-test-") and file.suffix == ".pt"
+
+    metrics._MEMO.clear()  # as a new process would: the features come from the disk
+    again, _ = metrics._reference(load_classifier(), "test", None, None)
+    assert calls == [1000] and torch.equal(again, first)
+
+    other = load_classifier()
+    with torch.no_grad():
+        other.body[0].weight.mul_(1.5)
+    changed, _ = metrics._reference(other, "test", None, None)  # other weights: computed, and kept apart
+    assert calls == [1000, 1000] and not torch.allclose(changed, first) and len(list(subset_only.iterdir())) == 2
+
+    file.write_bytes(b"half a file")  # damaged: computed again and replaced
+    metrics._MEMO.clear()
+    repaired, _ = metrics._reference(load_classifier(), "test", None, None)
+    assert calls == [1000] * 3 and torch.equal(repaired, first)
+    metrics._MEMO.clear()
+    assert torch.equal(metrics._reference(load_classifier(), "test", None, None)[0], first) and len(calls) == 3
+
+    # a cache that cannot be written (here: a file where the folder should be) only means no cache
+    blocked = subset_only.parent.parent.parent / "blocked"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    metrics._MEMO.clear()
+    assert torch.equal(metrics._reference(load_classifier(), "test", None, None)[0], first) and len(calls) == 4
+
+
+@pytest.mark.filterwarnings("ignore:ddpm_helpers. full MNIST not found")
+def test_evaluate_samples_scores_the_references_with_the_classifier_it_is_given(subset_only):
+    """Samples and references must go through the same network, or the distances compare two feature spaces."""
+    real, labels = load_mnist("train", None, allow_subset=True, download=False)
+    torch.manual_seed(0)
+    other = MNISTClassifier().eval()  # random weights: a feature space unlike the shipped classifier's
+    scores = evaluate_samples(real[-500:], classifier=other, kid_subsets=5)
+    assert scores["frechet_distance"] < 3 * scores["frechet_distance_floor"]  # real digits score as real
+    assert scores["frac_in_distribution"] > 0.9

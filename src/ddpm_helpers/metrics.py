@@ -22,12 +22,22 @@ probabilities. From them:
   digits score about 0.99, noise 0.
 
 The numbers are comparable within this course, not with FID values published for other data sets.
+
+The reference features (the classifier run on the 10,000 MNIST test images: about 10 s on a 2-core CPU) are
+computed once per classifier, data and device and kept in ``~/.cache/ddpm_helpers/features/`` (or under
+``$XDG_CACHE_HOME``), so that a new process or notebook scores at once. A file's name is a hash of the
+classifier's weights, the images, the device type and the torch version: change any of them and the features
+are computed afresh. Delete the folder to start over; if it cannot be written, nothing is cached on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 
 import torch
@@ -35,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_float, check_int, check_pixel_range, check_tensor
-from .data import load_mnist
+from .data import cache_dir, load_mnist
 
 CLASSIFIER_FILE = "mnist_classifier.safetensors"
 
@@ -216,20 +226,99 @@ def fit_digit_gaussians(
     return DigitGaussians(means, whitening, threshold, quantile)
 
 
-@lru_cache(maxsize=4)
-def _reference(split: str, root: str | None, limit: int | None, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, labels) of the first ``limit`` images of ``split``."""
-    images, labels = load_mnist(split, root, allow_subset=True, limit=limit)
-    return classify(load_classifier(device=device), images)[0], labels
+_MEMO: OrderedDict[tuple, object] = OrderedDict()  # reference features and Gaussians of this process, newest last
+_MEMO_SIZE = 8
 
 
-@lru_cache(maxsize=4)
-def reference_digit_gaussians(root: str | None = None, device: str = "cpu") -> DigitGaussians:
-    """:class:`DigitGaussians` of the shipped classifier's features, fitted on the even-numbered MNIST test
-    images and thresholded at the 99th percentile of the odd-numbered ones (the test features are computed for
-    the Frechet distance anyway, so this costs no extra classifier pass)."""
-    features, labels = _reference("test", root, None, device)
-    return fit_digit_gaussians(features[0::2], labels[0::2], features[1::2], quantile=0.99)
+def _memo(key: tuple, compute):
+    """``compute()`` once per ``key`` in this process (the ``_MEMO_SIZE`` most recent keys are kept)."""
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    value = compute()
+    _MEMO[key] = value
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return value
+
+
+def _fingerprint(*parts: torch.Tensor | str) -> str:
+    """A hash of tensors' values (and of strings): equal for equal content, whichever object holds it."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
+            digest.update(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(str(part).encode())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _classifier_fingerprint(classifier: nn.Module) -> str:
+    state = classifier.state_dict()
+    return _fingerprint(type(classifier).__name__, *[x for k in sorted(state) for x in (k, state[k])])
+
+
+def _cached_features(classifier: nn.Module, images: torch.Tensor, tag: str) -> torch.Tensor:
+    """The classifier's features of ``images``, read from the disk cache if they were computed before."""
+    device = next(classifier.parameters()).device
+    key = _fingerprint(_classifier_fingerprint(classifier), images, device.type, torch.__version__, "features-v1")
+    path = cache_dir() / "features" / f"{tag}-{key[:24]}.pt"
+    try:
+        feats = torch.load(path, weights_only=True)
+        if isinstance(feats, torch.Tensor) and feats.ndim == 2 and feats.shape[0] == len(images) \
+                and feats.dtype == torch.float64 and bool(feats.isfinite().all()):
+            return feats
+    except Exception:  # absent, unreadable or damaged: compute it again (and replace it below)
+        pass
+    feats = _classify(classifier, images)[0]
+    tmp = None
+    try:  # written whole or not at all: a run stopped half-way leaves no damaged file behind
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            torch.save(feats, f)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:  # a read-only home, say: just no cache
+        pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return feats
+
+
+def _reference(classifier: nn.Module, split: str, root: str | None, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels) of the first ``limit`` images of ``split``, under ``classifier`` (the whole test split's
+    features are also kept on disk: see the module docstring)."""
+    device = str(next(classifier.parameters()).device)
+
+    def compute():
+        images, labels = load_mnist(split, root, allow_subset=True, limit=limit)
+        if limit is None:
+            return _cached_features(classifier, images, f"mnist-{split}"), labels
+        return _classify(classifier, images)[0], labels
+
+    return _memo(("features", _classifier_fingerprint(classifier), split, root, limit, device), compute)
+
+
+def reference_digit_gaussians(
+    root: str | None = None, device: str = "cpu", classifier: nn.Module | None = None
+) -> DigitGaussians:
+    """:class:`DigitGaussians` of a classifier's features (the shipped one on ``device`` by default), fitted on
+    the even-numbered MNIST test images and thresholded at the 99th percentile of the odd-numbered ones (the test
+    features are computed for the Frechet distance anyway, so this costs no extra classifier pass)."""
+    if classifier is None:
+        classifier = load_classifier(device=device)
+
+    def compute():
+        features, labels = _reference(classifier, "test", root, None)
+        return fit_digit_gaussians(features[0::2], labels[0::2], features[1::2], quantile=0.99)
+
+    return _memo(("gaussians", _classifier_fingerprint(classifier), root, str(next(classifier.parameters()).device)),
+                 compute)
 
 
 def evaluate_samples(
@@ -244,7 +333,8 @@ def evaluate_samples(
     """All the scores for generated images ``samples`` (N, 1, 28, 28) in [-1, 1], as a JSON-ready dict.
 
     ``labels`` (N,) are the requested classes of class-conditional samples (adds ``accuracy``).
-    The reference is the MNIST test set; the floor compares N training images with it.
+    The reference is the MNIST test set; the floor compares N training images with it. ``classifier`` (the
+    shipped one by default) gives the features of the samples and of both references alike.
     """
     _check_digits("samples", samples)
     n = samples.shape[0]
@@ -256,16 +346,15 @@ def evaluate_samples(
             raise ValueError(f"labels must hold one label per sample ({n}), got {labels.shape[0]}")
     if classifier is None:
         classifier = load_classifier()
-    device = str(next(classifier.parameters()).device)
     feats, probs = _classify(classifier, samples)
-    test_feats = _reference("test", root, None, device)[0]
-    train_feats = _reference("train", root, n, device)[0]
+    test_feats = _reference(classifier, "test", root, None)[0]  # the same classifier's features throughout
+    train_feats = _reference(classifier, "train", root, n)[0]
     gen = torch.Generator().manual_seed(seed)
     kid, kid_std = kernel_inception_distance(feats, test_feats, kid_subsets, 1000, gen)
     kid_floor, _ = kernel_inception_distance(train_feats, test_feats, kid_subsets, 1000, gen)
     fd, fd_floor = frechet_distance(feats, test_feats), frechet_distance(train_feats, test_feats)
     conf, pred = probs.max(1)
-    gaussians = reference_digit_gaussians(root, device)
+    gaussians = reference_digit_gaussians(root, classifier=classifier)
     inside, inside_floor = gaussians.in_distribution(feats), gaussians.in_distribution(train_feats)
     result = {
         "num_samples": n,
