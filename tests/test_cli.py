@@ -124,6 +124,36 @@ def test_out_of_memory_suggests_a_smaller_batch(monkeypatch, capsys, tmp_path):
     assert code == 1 and "--batch-size" in capsys.readouterr().err
 
 
+def test_minutes_fits_the_length_to_this_machine_and_trains_the_run_that_steps_would(tmp_path, capsys):
+    """--minutes times a throwaway trainer, then trains exactly what --steps N trains (N recorded), from the same
+    random state; a resumed run keeps its length; bad values are named."""
+    common = ["train", "--preset", "smoke", "--quiet", "--num-samples", "2", "--eval-samples", "2"]
+    timed, fixed = tmp_path / "timed", tmp_path / "fixed"
+    assert cli.main([*common, "--minutes", "0.05", "--out", str(timed)]) == 0
+    config = json.loads((timed / "config.json").read_text())
+    steps = config["train"]["steps"]
+    assert config["minutes"] == 0.05 and steps == max(1, int(3 / config["probe_seconds_per_step"]))
+    assert f"so {steps} steps" in capsys.readouterr().out
+    assert cli.main([*common, "--steps", str(steps), "--out", str(fixed)]) == 0
+    a = torch.load(list_checkpoints(timed)[-1], weights_only=True)
+    b = torch.load(list_checkpoints(fixed)[-1], weights_only=True)
+    assert a["step"] == b["step"] == steps
+    for key in ("model", "ema"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
+
+    assert cli.main([*common, "--minutes", "30", "--out", str(timed)]) == 0  # resumed: not 30 minutes' worth
+    assert f"resuming a run of {steps} steps" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(timed)] == [f"ckpt_{steps:08d}.pt"]
+
+    for flags, words in ((["--minutes", "0"], "--minutes must be a positive number of minutes"),
+                         (["--minutes", "nan"], "got nan"),
+                         (["--minutes", "5", "--steps", "100"], "--minutes and --steps both set the length"),
+                         (["--minutes", "5", "--set", "steps=100"], "give one of them")):
+        assert cli.main([*common, *flags, "--out", str(tmp_path / "bad")]) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_restart_keeps_the_earlier_run(tmp_path):
     out = tmp_path / "run"
     assert run_cli("train", "--preset", "smoke", "--out", str(out), "--steps", "2", "--set", "checkpoint_every=1",

@@ -8,7 +8,9 @@
 config and library versions), ``loss.png``, ``samples.png``, ``samples.pt`` and ``metrics.json``.
 ``sample`` writes into a sub-folder of the run named after its settings, and ``evaluate`` writes
 ``<samples>_metrics.json`` beside the samples, so neither overwrites what training wrote.
-Ctrl-C saves a checkpoint first; running the same command again resumes.
+Ctrl-C saves a checkpoint first; running the same command again resumes. ``--minutes M`` instead of ``--steps``
+times a few steps on this machine first and trains as many steps as fit in M minutes (a slow laptop trains fewer,
+a fast one more; the cosine learning rate is fitted to that length, and ``config.json`` records it).
 
 Data-parallel on several GPUs (or CPU processes), with PyTorch's launcher; ``--batch-size`` is per
 process, so the global batch is N times larger (see :mod:`ddpm_helpers.distributed`)::
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import signal
 import sys
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import CheckpointError, list_checkpoints
+from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from .data import DataCorruptError, DataNotFoundError, load_mnist
 from .presets import PRESETS, get_preset
 from .sampling import METHODS, sample
@@ -122,11 +125,34 @@ def _load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     return images.float(), labels
 
 
+PROBE_STEPS = (3, 10)  # --minutes: untimed warm-up steps, then timed steps, of a throwaway trainer
+
+
+def steps_for_minutes(config: TrainConfig, images, labels, device, minutes: float) -> tuple[int, float]:
+    """(steps, seconds per step): how many steps of ``config`` fit in ``minutes`` on ``device``, from timing a
+    throwaway trainer (its first steps are slower: allocation, autotuning, so they are not timed)."""
+    probe = Trainer(replace(config, progress=False), images, labels, device=device)
+    warmup, timed = PROBE_STEPS
+    for _ in range(warmup):
+        probe.train_step()
+    start = time.perf_counter()
+    for _ in range(timed):
+        probe.train_step()  # reads the loss back: on a GPU the step has finished when it returns
+    seconds = (time.perf_counter() - start) / timed
+    del probe
+    return max(1, int(minutes * 60 / seconds)), seconds
+
+
 def cmd_train(args) -> int:
     preset = get_preset(args.preset, **_parse_overrides(args.set))
     for name in ("num_samples", "eval_samples", "steps", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.minutes is not None:
+        if not (math.isfinite(args.minutes) and args.minutes > 0):
+            raise CLIError(f"--minutes must be a positive number of minutes, such as 9 or 0.5, got {args.minutes}")
+        if args.steps is not None or "steps" in _parse_overrides(args.set):
+            raise CLIError("--minutes and --steps both set the length of the run: give one of them")
     if args.num_samples is not None or args.eval_samples is not None:
         preset = replace(preset, num_samples=args.num_samples or preset.num_samples,
                          eval_samples=args.eval_samples or preset.eval_samples)
@@ -135,6 +161,9 @@ def cmd_train(args) -> int:
     config = TrainConfig.from_dict({**preset.train.to_dict(), **overrides, "progress": not args.quiet})
     device = distributed.init(select_device(args.device))  # under torchrun: join the group, take this rank's GPU
     main_rank, world = distributed.is_main(), distributed.world_size()
+    if args.minutes is not None and world > 1:
+        raise CLIError("--minutes needs a single process (each process would time its own steps); under torchrun "
+                       "give --steps")
     out = Path(args.out or f"runs/{preset.name}")
     seed_everything(config.seed)
     if not main_rank:  # rank 0 downloads the data and moves old checkpoints first; the others wait
@@ -149,12 +178,26 @@ def cmd_train(args) -> int:
         print(f"--restart: moved the earlier checkpoints to {backup}")
     if main_rank:
         distributed.barrier()
+    budget = {}
+    if args.minutes is not None:
+        earlier = latest_checkpoint(out) if not args.restart else None
+        if earlier is not None:  # a resumed run keeps the length it was given when it started
+            config = replace(config, steps=int(earlier["config"]["steps"]))
+            print(f"--minutes: resuming a run of {config.steps} steps (its length was fitted when it started; "
+                  "--restart starts over)")
+        else:
+            steps, seconds = steps_for_minutes(config, images, labels, device, args.minutes)
+            config = replace(config, steps=steps)
+            budget = {"minutes": args.minutes, "probe_seconds_per_step": round(seconds, 5)}
+            print(f"--minutes {args.minutes:g}: {seconds:.3f} s per step here (timed over {PROBE_STEPS[1]} steps), "
+                  f"so {steps} steps")
+            seed_everything(config.seed)  # the run starts from the state it would have had without the timing
     trainer = Trainer(config, images, labels, out_dir=out, device=device, resume=not args.restart)
     if main_rank:
         _write_json(out / "config.json", {"preset": preset.name, "train": config.to_dict(), "device": str(device),
                                           "world_size": world, "global_batch_size": config.batch_size * world,
                                           "command": _command_line(), "versions": library_versions(),
-                                          "num_train_images": int(images.shape[0])})
+                                          "num_train_images": int(images.shape[0]), **budget})
         where = f"{world} processes ({distributed.backend_for(device)}), global batch {config.batch_size * world}" \
             if world > 1 else str(device)
         print(f"training preset {preset.name!r} on {where} for {config.steps} steps -> {out}")
@@ -252,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
     p.add_argument("--out", help="output folder (default runs/<preset>); an existing run there is resumed")
     p.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
+    p.add_argument("--minutes", type=float, help="instead of --steps: as many steps as fit in this many minutes "
+                   "of training here (timed on a few steps first)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any TrainConfig field")
