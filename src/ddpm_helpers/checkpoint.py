@@ -40,14 +40,15 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` (plus ``format_version``) to ``path`` atomically: temporary file, fsync, rename."""
+def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)``, whole or not at all: temporary file, fsync, rename (a stopped run leaves no
+    half-written file, and an earlier file at ``path`` stays until the new one is complete)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save({**state, "format_version": FORMAT_VERSION}, fh)
+            torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -55,6 +56,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` (plus ``format_version``) to ``path`` atomically (:func:`save_atomically`)."""
+    return save_atomically({**state, "format_version": FORMAT_VERSION}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
@@ -45,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_float, check_int, check_pixel_range, check_tensor
+from .checkpoint import save_atomically
 from .data import cache_dir, load_mnist
 
 CLASSIFIER_FILE = "mnist_classifier.safetensors"
@@ -260,10 +259,11 @@ def _classifier_fingerprint(classifier: nn.Module) -> str:
     return _fingerprint(type(classifier).__name__, *[x for k in sorted(state) for x in (k, state[k])])
 
 
-def _cached_features(classifier: nn.Module, images: torch.Tensor, tag: str) -> torch.Tensor:
-    """The classifier's features of ``images``, read from the disk cache if they were computed before."""
+def _cached_features(classifier: nn.Module, fingerprint: str, images: torch.Tensor, tag: str) -> torch.Tensor:
+    """The features of ``images`` under ``classifier`` (whose :func:`_classifier_fingerprint` is ``fingerprint``),
+    read from the disk cache if they were computed before."""
     device = next(classifier.parameters()).device
-    key = _fingerprint(_classifier_fingerprint(classifier), images, device.type, torch.__version__, "features-v1")
+    key = _fingerprint(fingerprint, images, device.type, torch.__version__, "features-v1")
     path = cache_dir() / "features" / f"{tag}-{key[:24]}.pt"
     try:
         feats = torch.load(path, weights_only=True)
@@ -273,35 +273,23 @@ def _cached_features(classifier: nn.Module, images: torch.Tensor, tag: str) -> t
     except Exception:  # absent, unreadable or damaged: compute it again (and replace it below)
         pass
     feats = _classify(classifier, images)[0]
-    tmp = None
-    try:  # written whole or not at all: a run stopped half-way leaves no damaged file behind
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(feats, f)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError:  # a read-only home, say: just no cache
-        pass
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    with contextlib.suppress(OSError):  # a read-only home, say: just no cache
+        save_atomically(feats, path)
     return feats
 
 
 def _reference(classifier: nn.Module, split: str, root: str | None, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, labels) of the first ``limit`` images of ``split``, under ``classifier`` (the whole test split's
     features are also kept on disk: see the module docstring)."""
-    device = str(next(classifier.parameters()).device)
+    device, fingerprint = str(next(classifier.parameters()).device), _classifier_fingerprint(classifier)
 
     def compute():
         images, labels = load_mnist(split, root, allow_subset=True, limit=limit)
         if limit is None:
-            return _cached_features(classifier, images, f"mnist-{split}"), labels
+            return _cached_features(classifier, fingerprint, images, f"mnist-{split}"), labels
         return _classify(classifier, images)[0], labels
 
-    return _memo(("features", _classifier_fingerprint(classifier), split, root, limit, device), compute)
+    return _memo(("features", fingerprint, split, root, limit, device), compute)
 
 
 def reference_digit_gaussians(
