@@ -62,6 +62,65 @@ def test_resume_from_mid_run_checkpoint_is_identical(tmp_path, mnist_small, tiny
         assert torch.equal(a, b)
 
 
+
+def _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step: int, presses: int = 1):
+    """Make Ctrl-C (SIGINT, ``presses`` times) land at ``at_step`` after the optimizer's update, before the EMA's."""
+    real_update = trainer.ema.update
+
+    def update(model, step):
+        if step == at_step:
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+        real_update(model, step)
+
+    monkeypatch.setattr(trainer.ema, "update", update)
+
+
+def test_ctrl_c_during_a_step_stops_after_it_and_resumes_exactly(tmp_path, mnist_small, tiny_config, monkeypatch):
+    images = mnist_small[0]
+    full = Trainer(tiny_config, images, out_dir=tmp_path / "a", device="cpu")
+    full.fit()
+    before = signal.getsignal(signal.SIGINT)
+    part = Trainer(tiny_config, images, out_dir=tmp_path / "b", device="cpu")
+    _ctrl_c_during_the_ema_update(part, monkeypatch, at_step=7)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    # step 7 was finished (EMA and counter too) before stopping, and saved: not half a step
+    assert part.step == 8 and [p.name for p in list_checkpoints(tmp_path / "b")] == ["ckpt_00000008.pt"]
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is given back
+    resumed = Trainer(tiny_config, images, out_dir=tmp_path / "b", device="cpu")
+    assert resumed.step == 8
+    resumed.fit()
+    assert resumed.history == full.history  # the interrupted run is the uninterrupted one, float for float
+    for a, b in zip(full.ema_model.parameters(), resumed.ema_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_training_runs_outside_the_main_thread(mnist_small, tiny_config,
+                                                                                 monkeypatch):
+    trainer = Trainer(tiny_config, mnist_small[0], device="cpu")
+    _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step=3, presses=2)  # e.g. a step that hangs
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.step == 3  # stopped inside step 3
+    # Python runs signal handlers only in the main thread, and may not install them elsewhere: fit leaves them be
+    import threading
+
+    errors = []
+    thread = threading.Thread(target=lambda: errors.extend(_errors_of(Trainer(tiny_config, mnist_small[0],
+                                                                              device="cpu").fit, 2)))
+    thread.start()
+    thread.join()
+    assert errors == []
+
+
+def _errors_of(fn, *args) -> list:
+    try:
+        fn(*args)
+    except Exception as err:  # noqa: BLE001 - reported to the test's thread
+        return [err]
+    return []
+
 def test_resume_with_another_config_names_the_mismatch(tmp_path, mnist_small, tiny_config):
     Trainer(tiny_config, mnist_small[0], out_dir=tmp_path, device="cpu").fit(10)
     other = TrainConfig(**{**tiny_config.to_dict(), "lr": 5e-4, "base_channels": 16})

@@ -21,6 +21,8 @@ import dataclasses
 import math
 import os
 import random
+import signal
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -489,7 +491,10 @@ class Trainer:
     def fit(self, steps: int | None = None) -> list[float]:
         """Train until ``steps`` (default ``config.steps``) have been done in total; returns the loss history.
 
-        Ctrl-C (KeyboardInterrupt) saves a checkpoint, then re-raises so the caller stops too.
+        Ctrl-C (KeyboardInterrupt) saves a checkpoint, then re-raises so the caller stops too. A Ctrl-C that
+        arrives during a step takes effect when that step is done (a second one stops at once), so the checkpoint
+        never holds half a step: weights updated but not the EMA or the step counter, which a resumed run
+        would then train again.
         """
         target = self.config.steps if steps is None else check_int("steps", steps, min_value=0)
         bar = None
@@ -498,15 +503,17 @@ class Trainer:
 
             bar = tqdm(total=target, initial=min(self.step, target), desc="training", dynamic_ncols=True)
         try:
-            while self.step < target:
-                self.train_step()
-                if bar is not None:
-                    bar.update(1)
-                    if self.step % self.config.log_every == 0:
-                        recent = self.history[-self.config.log_every:]
-                        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-                if self.step % self.config.checkpoint_every == 0:
-                    self.save()
+            with _StopBetweenSteps() as stop:
+                while self.step < target:
+                    self.train_step()
+                    if bar is not None:
+                        bar.update(1)
+                        if self.step % self.config.log_every == 0:
+                            recent = self.history[-self.config.log_every:]
+                            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+                    if self.step % self.config.checkpoint_every == 0:
+                        self.save()
+                    stop.deliver()  # a Ctrl-C that came during the step stops the run here, between two steps
         except KeyboardInterrupt:
             path = self.save()
             if path is not None:
@@ -518,6 +525,50 @@ class Trainer:
         if self.out_dir is not None and not (self.out_dir / checkpoint_path(".", self.step).name).exists():
             self.save()
         return self.history
+
+
+class _StopBetweenSteps:
+    """Holds back the signals that stop training (Ctrl-C's SIGINT, and SIGTERM where a Python handler turns it
+    into an interrupt, as the CLI does) until :meth:`deliver` is called between two steps; there the held
+    signal's own handler runs (it raises KeyboardInterrupt). A second signal before then runs its handler at
+    once: a step that hangs can still be stopped. Signals without a Python handler (the default SIGTERM, an
+    ignored SIGINT) are left alone, and so is everything outside the main thread, where Python runs no handlers.
+    """
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+
+    def __init__(self):
+        self.previous: dict = {}
+        self.held: tuple | None = None
+
+    def __enter__(self) -> "_StopBetweenSteps":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    self.previous[sig] = handler
+                    signal.signal(sig, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        if self.held is None:
+            self.held = (signum, frame)
+        else:  # the second one: stop now
+            self.held = None
+            self.previous[signum](signum, frame)
+
+    def deliver(self) -> None:
+        if self.held is not None:
+            signum, frame = self.held
+            self.held = None
+            self.previous[signum](signum, frame)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if exc_type is None:
+            self.deliver()  # one that came after the last step's deliver() is not lost
+        self.previous.clear()
 
 
 def library_versions() -> dict:
