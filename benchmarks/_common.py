@@ -11,7 +11,9 @@ import argparse
 import datetime as _dt
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -125,18 +127,66 @@ def command_line() -> str:
                                  and HERE.parent in Path(sys.argv[0]).parents else sys.argv[0], *sys.argv[1:]])
 
 
-def record(name: str, result: dict, row: str | None, *, smoke: bool, force: bool = False) -> Path:
+def command_cell(command: str, stopped: str | None = None) -> str:
+    """The command column of a RESULTS.md row: the command, and whether it was stopped early (see StopEarly)."""
+    cell = f"`{command}`"
+    return cell if stopped is None else f"{cell} (stopped early by {stopped}; the rows it finished)"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the script was, like Ctrl-C."""
+
+
+class StopEarly:
+    """``with StopEarly() as stop:`` around a benchmark's measuring, so that a stop keeps what was measured.
+
+    SIGTERM (sent by ``timeout``, hence by on_device.sh's ``CMD_LIMIT``, and by job schedulers) and Ctrl-C end
+    the block instead of the script; the script then records the rows it finished, marked as stopped early.
+    (On a lent GPU, a command that outlasts its time limit would otherwise bring back nothing at all.) Each
+    script adds a row to its results only once the row is complete, so no half-measured row is recorded.
+    Afterwards ``stop.reason`` is ``"SIGTERM"`` or ``"Ctrl-C"`` (None when the block ran to its end),
+    ``stop.exit_code`` is 130 after a stop (else 0), and SIGTERM's own handler is back.
+    """
+
+    def __enter__(self) -> "StopEarly":
+        self.reason: str | None = None
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    @staticmethod
+    def _on_sigterm(signum, frame):
+        raise _Terminated
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
+            return False
+        self.reason = "SIGTERM" if issubclass(exc_type, _Terminated) else "Ctrl-C"
+        print(f"\nstopped early ({self.reason}): recording what was finished", flush=True)
+        return True
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.reason is None else 130
+
+
+def record(name: str, result: dict, row: str | None, *, smoke: bool, force: bool = False,
+           stopped: str | None = None) -> Path:
     """Write ``result`` (plus date, machine, command, versions) to ``results/<name>.json`` and append ``row``
     (one Markdown table row, or several lines) under the ``## <name>`` heading of ``RESULTS.md``.
 
     In smoke mode the JSON goes to ``results/smoke/`` and nothing is appended unless ``force``. Prints the
-    row(s) and ``wrote <path>`` (the tests read the path from that line).
+    row(s) and ``wrote <path>`` (the tests read the path from that line). ``stopped`` (a :class:`StopEarly`'s
+    reason) is kept in the JSON as ``stopped_early``; an empty ``row`` appends nothing.
     """
     from ddpm_helpers.train import library_versions
 
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     full = {"name": name, "date": stamp, "machine": machine(), "command": command_line(),
-            "versions": library_versions(), "smoke": smoke, **result}
+            "versions": library_versions(), "smoke": smoke, "stopped_early": stopped, **result}
     folder = RESULTS_DIR / ("smoke" if smoke else "")
     folder.mkdir(parents=True, exist_ok=True)
     tag = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -144,6 +194,7 @@ def record(name: str, result: dict, row: str | None, *, smoke: bool, force: bool
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(full, indent=1) + "\n")
     tmp.replace(path)
+    row = row or None
     if row is not None and (not smoke or force):
         _append_row(name, row)
     if row is not None:

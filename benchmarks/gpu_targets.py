@@ -17,9 +17,12 @@ for 120 s:
 * the **short** run trains for ``--short-seconds`` (36) minus the data-loading time and is scored
   with ``--sampler`` (DDIM 50) on ``--num-samples`` (2,000) images, for target 1;
 * the **long** run trains for ``--long-seconds`` (120) minus the data-loading time and is scored
-  with full DDPM (all T steps) and every ``--fast-samplers`` setting (DDIM 50 and 20,
-  DPM-Solver++(2M) 20 and 10), for targets 2 to 4. Each set of 2,000 images is drawn in one batch
-  (``--sample-batch``); its wall time is the sampling time of target 4.
+  with every ``--fast-samplers`` setting (DDIM 50 and 20, DPM-Solver++(2M) 20 and 10), then with full
+  DDPM (all T steps, by far the longest draw), for targets 2 to 4. Each set of 2,000 images is drawn
+  in one batch (``--sample-batch``); its wall time is the sampling time of target 4.
+
+A stop (SIGTERM, as from on_device.sh's ``CMD_LIMIT``, or Ctrl-C) still records every part that
+finished, and the targets it could not judge say so (``_common.StopEarly``).
 
 Target 1 compares with the newest ``diffusers`` DDPM row that ``references.py`` wrote on the same
 machine (``benchmarks/results/references-*.json``), or with ``--diffusers-fd``. Without either it is
@@ -125,53 +128,77 @@ def score_draw(ref, method: str, steps: int | None, args, device, data_dir) -> d
             "metrics": metrics, "_images": x}
 
 
-def judge(short: dict, long: dict, diffusers: dict | None, args) -> list[dict]:
-    """One verdict per target: what was wanted, what was measured, and whether it was met."""
+NOT_MEASURED = "not measured (the run was stopped early)"
+
+
+def judge(short: dict | None, long: dict | None, diffusers: dict | None, args) -> list[dict]:
+    """One verdict per target: what was wanted, what was measured, and whether it was met (None: not judged).
+
+    After a stop (see ``_common.StopEarly``) ``short`` or ``long`` may be missing or hold fewer draws; a target
+    whose evidence is missing is marked as not measured instead of being judged on part of it.
+    """
     verdicts = []
-    s_fd = short["draw"]["metrics"]["frechet_distance"]
-    s_time = short["train"]["total_seconds"]
-    if diffusers is None:
-        verdicts.append({"target": "diffusers' 3-min 1000-step quality in 36 s",
-                         "wanted": f"FD <= the diffusers DDPM row, in <= {args.short_seconds:g} s",
-                         "measured": f"FD {s_fd:.3g} after {s_time:.1f} s ({short['draw']['method']} "
-                                     f"{short['draw']['steps']})",
-                         "met": None, "note": "no diffusers row on this machine: run references.py --only diffusers"})
+    t1 = {"target": "diffusers' 3-min 1000-step quality in 36 s"}
+    short_draw = (short or {}).get("draw")
+    if short_draw is None:
+        t1.update(wanted=f"FD <= the diffusers DDPM row, in <= {args.short_seconds:g} s", measured=NOT_MEASURED,
+                  met=None)
     else:
-        verdicts.append({"target": "diffusers' 3-min 1000-step quality in 36 s",
-                         "wanted": f"FD <= {diffusers['frechet_distance']:.3g} (diffusers, {diffusers['train_seconds']:.0f}"
-                                   f" s, DDPM {diffusers['steps']}; {diffusers['file']}) in <= {args.short_seconds:g} s",
-                         "measured": f"FD {s_fd:.3g} after {s_time:.1f} s ({short['draw']['method']} "
-                                     f"{short['draw']['steps']})",
-                         "met": bool(s_fd <= diffusers["frechet_distance"] and s_time <= args.short_seconds + 1.0)})
-    full = long["draws"][0]
-    fast = long["draws"][1:]
-    best = min(fast, key=lambda d: d["metrics"]["frechet_distance"]) if fast else None
-    ratio_first = min(d["metrics"]["frechet_ratio"] for d in long["draws"])
-    l_time = long["train"]["total_seconds"]
-    verdicts.append({"target": "FD within 3x the real-data floor in 2 min",
-                     "wanted": f"FD / floor <= {TARGETS['floor_ratio']:g} in <= {args.long_seconds:g} s",
-                     "measured": f"{ratio_first:.2f}x (best sampler) after {l_time:.1f} s",
-                     "met": bool(ratio_first <= TARGETS["floor_ratio"] and l_time <= args.long_seconds + 1.0)})
-    if best is not None:
-        few = [d for d in fast if d["steps"] <= TARGETS["few_steps"]]
-        good = min(few, key=lambda d: d["metrics"]["frechet_distance"]) if few else None
+        s_fd, s_time = short_draw["metrics"]["frechet_distance"], short["train"]["total_seconds"]
+        t1["measured"] = f"FD {s_fd:.3g} after {s_time:.1f} s ({short_draw['method']} {short_draw['steps']})"
+        if diffusers is None:
+            t1.update(wanted=f"FD <= the diffusers DDPM row, in <= {args.short_seconds:g} s", met=None,
+                      note="no diffusers row on this machine: run references.py --only diffusers")
+        else:
+            t1.update(wanted=f"FD <= {diffusers['frechet_distance']:.3g} (diffusers, {diffusers['train_seconds']:.0f}"
+                             f" s, DDPM {diffusers['steps']}; {diffusers['file']}) in <= {args.short_seconds:g} s",
+                      met=bool(s_fd <= diffusers["frechet_distance"] and s_time <= args.short_seconds + 1.0))
+    verdicts.append(t1)
+
+    draws = (long or {}).get("draws") or []
+    full = next((d for d in draws if d["method"] == "ddpm"), None)
+    few = [d for d in draws if d["method"] != "ddpm" and d["steps"] <= TARGETS["few_steps"]]
+    t2 = {"target": "FD within 3x the real-data floor in 2 min",
+          "wanted": f"FD / floor <= {TARGETS['floor_ratio']:g} in <= {args.long_seconds:g} s"}
+    if draws:
+        ratio_first = min(d["metrics"]["frechet_ratio"] for d in draws)
+        l_time = long["train"]["total_seconds"]
+        t2.update(measured=f"{ratio_first:.2f}x (best sampler) after {l_time:.1f} s",
+                  met=bool(ratio_first <= TARGETS["floor_ratio"] and l_time <= args.long_seconds + 1.0))
+        if full is None:
+            t2["note"] = "without the DDPM draw (stopped early)"
+    else:
+        t2.update(measured=NOT_MEASURED, met=None)
+    verdicts.append(t2)
+
+    if not few:
+        return verdicts  # no few-step sampler was asked for (or none was measured): targets 3 and 4 do not apply
+    t3 = {"target": "<= 50 steps within 1.25x of the full-length result"}
+    t4 = {"target": "2,000 samples in under 2 s",
+          "wanted": f"{TARGETS['fast_images']:,} images in < {TARGETS['fast_seconds']:g} s, with a "
+                    "sampler that meets the target above"}
+    good = min(few, key=lambda d: d["metrics"]["frechet_distance"])
+    if full is None:
+        t3.update(wanted="FD(<= 50 steps) <= 1.25 x FD(DDPM, all steps)", measured=NOT_MEASURED, met=None)
+        quickest, ok = min(few, key=lambda d: d["sample_seconds"]), None
+    else:
         full_fd = full["metrics"]["frechet_distance"]
-        if good is not None:
-            r = good["metrics"]["frechet_distance"] / full_fd
-            verdicts.append({"target": "<= 50 steps within 1.25x of the full-length result",
-                             "wanted": f"FD(<= 50 steps) <= 1.25 x FD(DDPM {full['steps']}) = {1.25 * full_fd:.3g}",
-                             "measured": f"{good['method']} {good['steps']}: FD {good['metrics']['frechet_distance']:.3g}"
-                                         f" = {r:.2f} x {full_fd:.3g}",
-                             "met": bool(r <= TARGETS["few_steps_ratio"])})
-            ok = [d for d in few if d["metrics"]["frechet_distance"] <= TARGETS["few_steps_ratio"] * full_fd]
-            quickest = min(ok or few, key=lambda d: d["sample_seconds"])
-            verdicts.append({"target": "2,000 samples in under 2 s",
-                             "wanted": f"{TARGETS['fast_images']:,} images in < {TARGETS['fast_seconds']:g} s, with a "
-                                       "sampler that meets the target above",
-                             "measured": f"{quickest['method']} {quickest['steps']}: {quickest['num_samples']:,} images "
-                                         f"in {quickest['sample_seconds']:.2f} s (batch {args.sample_batch})",
-                             "met": bool(ok) and quickest["num_samples"] >= TARGETS["fast_images"]
-                             and quickest["sample_seconds"] < TARGETS["fast_seconds"]})
+        r = good["metrics"]["frechet_distance"] / full_fd
+        t3.update(wanted=f"FD(<= 50 steps) <= 1.25 x FD(DDPM {full['steps']}) = {1.25 * full_fd:.3g}",
+                  measured=f"{good['method']} {good['steps']}: FD {good['metrics']['frechet_distance']:.3g}"
+                           f" = {r:.2f} x {full_fd:.3g}",
+                  met=bool(r <= TARGETS["few_steps_ratio"]))
+        ok = [d for d in few if d["metrics"]["frechet_distance"] <= TARGETS["few_steps_ratio"] * full_fd]
+        quickest = min(ok or few, key=lambda d: d["sample_seconds"])
+    t4["measured"] = (f"{quickest['method']} {quickest['steps']}: {quickest['num_samples']:,} images "
+                      f"in {quickest['sample_seconds']:.2f} s (batch {args.sample_batch})")
+    fast_enough = (quickest["num_samples"] >= TARGETS["fast_images"]
+                   and quickest["sample_seconds"] < TARGETS["fast_seconds"])
+    if ok is None:
+        t4.update(met=None, note="speed measured; quality not judged without the DDPM draw (stopped early)")
+    else:
+        t4["met"] = bool(ok) and fast_enough
+    verdicts += [t3, t4]
     return verdicts
 
 
@@ -233,41 +260,47 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GPU targets of the {args.preset!r} recipe on {machine}", flush=True)
     images, labels, load_seconds = _common.load_training_data(args, device, SMOKE_LIMIT)
 
-    ref, trained = train_run("short", images, labels, device, args, args.short_seconds, load_seconds)
-    method, k = args.sampler[0]
-    short_draw = score_draw(ref, method, k, args, device, data_dir)
-    short = {"train": trained, "settings": ref.settings, "draw": short_draw}
-    del ref
-    ref, trained = train_run("long", images, labels, device, args, args.long_seconds, load_seconds)
-    draws = [score_draw(ref, "ddpm", None, args, device, data_dir)]
-    draws += [score_draw(ref, m, min(k, ref.T), args, device, data_dir) for m, k in fast_samplers]
-    long = {"train": trained, "settings": ref.settings, "parameters": count_parameters(ref.model), "draws": draws}
+    short = long = ref = None  # each part enters once finished, so that a stop keeps them (see _common.StopEarly)
+    with _common.StopEarly() as stop:
+        ref, trained = train_run("short", images, labels, device, args, args.short_seconds, load_seconds)
+        short = {"train": trained, "settings": ref.settings, "draw": None}
+        method, k = args.sampler[0]
+        short["draw"] = score_draw(ref, method, k, args, device, data_dir)
+        ref = None
+        ref, trained = train_run("long", images, labels, device, args, args.long_seconds, load_seconds)
+        long = {"train": trained, "settings": ref.settings, "parameters": count_parameters(ref.model), "draws": []}
+        # the few-step samplers first, full-length DDPM (T steps: by far the longest draw) last
+        for m, k in [*fast_samplers, ("ddpm", None)]:
+            long["draws"].append(score_draw(ref, m, None if m == "ddpm" else min(k, ref.T), args, device, data_dir))
 
     diffusers = ({"file": "--diffusers-fd", "frechet_distance": args.diffusers_fd, "train_seconds": float("nan"),
                   "steps": 1000} if args.diffusers_fd else diffusers_reference(machine))
     verdicts = judge(short, long, diffusers, args)
-    if args.out is not None:
+    draws = [*([short["draw"]] if short and short["draw"] else []), *(long["draws"] if long else [])]
+    if args.out is not None and long is not None:
         from ddpm_helpers.checkpoint import save_checkpoint
         from ddpm_helpers.viz import save_grid
 
         args.out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(ref.trainer.state_dict(), args.out / "gpu_targets_long.pt")
-        best = min(draws[1:] or draws, key=lambda d: d["metrics"]["frechet_distance"])
-        save_grid(best["_images"][:64], args.out / "gpu_targets_long_samples.png")
-    for d in [short_draw, *draws]:
+        if long["draws"]:
+            few = [d for d in long["draws"] if d["method"] != "ddpm"]
+            best = min(few or long["draws"], key=lambda d: d["metrics"]["frechet_distance"])
+            save_grid(best["_images"][:64], args.out / "gpu_targets_long_samples.png")
+    for d in draws:
         d.pop("_images")
 
     date, command = time.strftime("%Y-%m-%d"), _common.command_line()
     rows = "\n".join(
         _common.markdown_row([date, machine, args.preset, v["target"], v["wanted"], v["measured"],
                               {True: "**yes**", False: "no", None: "n/a"}[v["met"]], v.get("note", ""),
-                              f"`{command}`"])
+                              _common.command_cell(command, stop.reason)])
         for v in verdicts)
     result = {"device": str(device), "preset": args.preset, "overrides": args.set, "targets": TARGETS,
               "data_load_seconds": load_seconds, "short": short, "long": long, "diffusers": diffusers,
               "verdicts": verdicts}
-    _common.record("gpu_targets", result, rows, smoke=args.smoke, force=args.record)
-    return 0
+    _common.record("gpu_targets", result, rows, smoke=args.smoke, force=args.record, stopped=stop.reason)
+    return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -332,11 +332,13 @@ def _error_text(err: Exception, prefix: str = "") -> str:
     return f"{prefix}{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
 
 
-def run_speed(args, config: TrainConfig, images, labels, device: torch.device) -> list[dict]:
-    """Every lever's row. Round 1 builds and times each lever in turn; rounds 2.. (``--repeats``) time every
+def run_speed(args, config: TrainConfig, images, labels, device: torch.device, rows: list[dict]) -> None:
+    """Every lever's row, appended to ``rows`` once built and timed (so a stop keeps the finished ones; see
+    ``_common.StopEarly``). Round 1 builds and times each lever in turn; rounds 2.. (``--repeats``) time every
     lever again, interleaved, so that a drift of the machine (clock boost, heat, another process, caches and
-    allocators warming up) spreads over all rows instead of favouring the later ones. A row reports the median."""
-    rows, runners = [], []
+    allocators warming up) spreads over all rows instead of favouring the later ones. A row reports the median
+    (:func:`summarise_speed`)."""
+    runners = []
     memory_base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
     for name, kwargs, overrides in speed_levers(device, config):
         if args.only and name not in args.only and name != "baseline":
@@ -366,6 +368,10 @@ def run_speed(args, config: TrainConfig, images, labels, device: torch.device) -
                 traceback.print_exc()
                 row["error"] = _error_text(err, f"round {r}: ")
     runners.clear()
+
+
+def summarise_speed(rows: list[dict]) -> list[dict]:
+    """Each timed row's median rate over the rounds it has, and its speed-up over the first row that ran."""
     base = None
     for row in rows:
         if "error" in row:
@@ -394,7 +400,7 @@ def speed_row(date: str, machine: str, command: str, preset: str, r: dict) -> st
         cells = [date, machine, preset, r["lever"], str(r["batch_size"]), f"{r['images_per_second']:.0f}",
                  f"{r.get('speedup', 1.0):.2f}", f"{r['warmup_seconds']:.1f} ({r['warmup_steps']})",
                  f"{r['mean_loss']:.4f}", mem, rounds_note(r)]
-    cells.append(f"`{command}`")
+    cells.append(command)
     return _common.markdown_row(cells)
 
 
@@ -421,8 +427,8 @@ def quality_levers(config: TrainConfig) -> list[tuple[str, dict]]:
     ]
 
 
-def run_quality(args, preset: str, images, labels, device: torch.device, data_dir) -> list[dict]:
-    rows = []
+def run_quality(args, preset: str, images, labels, device: torch.device, data_dir, rows: list[dict]) -> None:
+    """Every quality lever's row, appended to ``rows`` once trained, sampled and scored."""
     base_cfg = get_preset(preset).train
     guidance = get_preset(preset).guidance_scale
     for name, overrides in quality_levers(base_cfg):
@@ -464,13 +470,12 @@ def run_quality(args, preset: str, images, labels, device: torch.device, data_di
         rows.append(row)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return rows
 
 
 def quality_rows(date: str, machine: str, command: str, preset: str, r: dict) -> list[str]:
     out = []
     if "error" in r:
-        cells = [date, machine, preset, r["lever"]] + ["-"] * 9 + [f"failed: {r['error']}", f"`{command}`"]
+        cells = [date, machine, preset, r["lever"]] + ["-"] * 9 + [f"failed: {r['error']}", command]
         return [_common.markdown_row(cells)]
     tr = r["train"]
     for s in r["samples"]:
@@ -481,7 +486,7 @@ def quality_rows(date: str, machine: str, command: str, preset: str, r: dict) ->
                  f"{_common.fmt(m['frechet_distance'])} / {_common.fmt(m['frechet_distance_floor'])} "
                  f"({m['frechet_ratio']:.1f}x)", f"{m['frac_confident_0.9']:.1%}", f"{m['frac_in_distribution']:.1%}",
                  str(references.classes_present(m["class_histogram"])),
-                 "-" if r.get("guidance") is None else f"{r['guidance']:g}", "", f"`{command}`"]
+                 "-" if r.get("guidance") is None else f"{r['guidance']:g}", "", command]
         out.append(_common.markdown_row(cells))
     return out
 
@@ -540,20 +545,28 @@ def main(argv: list[str] | None = None) -> int:
     date, command = time.strftime("%Y-%m-%d"), _common.command_line()
     common = {"device": str(device), "preset": preset, "threads": torch.get_num_threads(),
               "data_load_seconds": load_seconds, "config": config.to_dict()}
+    stop = None
     if "speed" in args.part:
-        rows = run_speed(args, config, images, labels, device)
-        table = "\n".join(speed_row(date, machine, command, preset, r) for r in rows)
+        rows = []
+        with _common.StopEarly() as stop:
+            run_speed(args, config, images, labels, device, rows)
+        summarise_speed(rows)
+        cell = _common.command_cell(command, stop.reason)
+        table = "\n".join(speed_row(date, machine, cell, preset, r) for r in rows)
         _common.record("levers_speed", {**common, "warmup": args.warmup, "speed_steps": args.speed_steps,
                                         "repeats": args.repeats,
-                                        "rows": rows}, table, smoke=args.smoke, force=args.record)
-    if "quality" in args.part:
-        rows = run_quality(args, preset, images, labels, device, data_dir)
-        table = "\n".join(line for r in rows for line in quality_rows(date, machine, command, preset, r))
+                                        "rows": rows}, table, smoke=args.smoke, force=args.record, stopped=stop.reason)
+    if "quality" in args.part and (stop is None or stop.reason is None):
+        rows = []
+        with _common.StopEarly() as stop:
+            run_quality(args, preset, images, labels, device, data_dir, rows)
+        cell = _common.command_cell(command, stop.reason)
+        table = "\n".join(line for r in rows for line in quality_rows(date, machine, cell, preset, r))
         _common.record("levers_quality", {**common, "quality_seconds": args.quality_seconds,
                                           "quality_steps": args.quality_steps,
                                           "quality_samples": args.quality_samples, "rows": rows},
-                       table, smoke=args.smoke, force=args.record)
-    return 0
+                       table, smoke=args.smoke, force=args.record, stopped=stop.reason)
+    return stop.exit_code if stop is not None else 0
 
 
 if __name__ == "__main__":

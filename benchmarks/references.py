@@ -388,7 +388,7 @@ def table_row(date: str, machine: str, command: str, ref: dict, s: dict) -> str:
              f"{s['sample_seconds']:.1f} ({s['num_samples']})", _common.fmt(m["frechet_distance"]),
              _common.fmt(m["frechet_distance_floor"]), _common.fmt(m["kid"]), f"{m['mean_confidence']:.3f}",
              f"{m['frac_confident_0.9']:.1%}", f"{m['frac_in_distribution']:.1%}",
-             str(classes_present(m["class_histogram"])), f"`{command}`"]
+             str(classes_present(m["class_histogram"])), command]
     return _common.markdown_row(cells)
 
 
@@ -460,6 +460,51 @@ def budget_for(name: str, args) -> tuple[str, float]:
     return DEFAULT_BUDGET[name]
 
 
+def measure_reference(name: str, args, images, labels, device, course_preset: str, num_samples: int,
+                      sample_steps: list[int], results: dict) -> None:
+    """Train reference ``name``, then draw and score ``num_samples`` images at each step count. Its entry enters
+    ``results`` once trained, and each sampler setting joins it once scored (so a stop keeps all finished parts)."""
+    torch.manual_seed(0)
+    kind, amount = budget_for(name, args)
+    with _common.Timer(device) as build_timer:
+        if name == "seed":
+            ref = SeedReference(images, device, smoke=args.smoke)
+        elif name == "diffusers":
+            ref = DiffusersReference(images, device, smoke=args.smoke)
+        else:
+            ref = CourseReference(images, labels, device, preset=course_preset, smoke=args.smoke,
+                                  steps=int(amount) if kind == "steps" else None)
+            if kind == "epochs":
+                ref.plan(ref.steps_for_epochs(int(amount)))
+    steps = None if kind == "seconds" else (ref.steps_for_epochs(int(amount)) if kind == "epochs" else int(amount))
+    seconds = amount if kind == "seconds" else None
+    params = parameter_count(ref.model)
+    print(f"[{name}] {ref.label}: {params:,} parameters; training for "
+          f"{f'{seconds:g} s' if seconds is not None else f'{steps} steps'} ({kind} {amount:g})", flush=True)
+    trained = train(ref, device=device, steps=steps, seconds=seconds)
+    print(f"[{name}] trained {trained['steps']} steps, {trained['images_seen']:,} images in "
+          f"{trained['train_seconds']:.1f} s ({trained['images_per_second']:.0f} img/s), "
+          f"last loss {trained['final_loss']:.4f}", flush=True)
+    entry = {"label": ref.label, "parameters": params, "settings": ref.settings,
+             "budget": {"kind": kind, "amount": amount}, "build_seconds": build_timer.seconds,
+             "train": trained, "samples": []}
+    results[name] = entry
+    for k in sample_steps:
+        x, sampler, actual, seconds_taken = generate(ref, num_samples, k, device)
+        metrics = _common.score(x, data_dir=args.data_dir)
+        entry["samples"].append({"requested_steps": k, "sampler": sampler, "steps": actual,
+                                 "num_samples": num_samples, "sample_seconds": seconds_taken,
+                                 "metrics": metrics})
+        print(f"[{name}] {sampler} {actual} steps: {num_samples} images in {seconds_taken:.1f} s; "
+              f"FD {metrics['frechet_distance']:.3f} (floor {metrics['frechet_distance_floor']:.3f}), "
+              f"KID {metrics['kid']:.4f}, conf {metrics['mean_confidence']:.3f}, "
+              f">0.9 {metrics['frac_confident_0.9']:.1%}, in distribution {metrics['frac_in_distribution']:.1%}, classes {classes_present(metrics['class_histogram'])}",
+              flush=True)
+    del ref
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
     args, device = _common.parse_run_args(build_parser(), argv)
     num_samples = args.num_samples or (SMOKE_NUM_SAMPLES if args.smoke else 2000)
@@ -467,60 +512,23 @@ def main(argv: list[str] | None = None) -> int:
     course_preset = args.course_preset
     if course_preset == "auto":
         course_preset = "smoke" if args.smoke else ("gpu" if device.type == "cuda" else "cpu")
-    data_dir = args.data_dir
 
     machine = _common.machine()
     print(f"references {','.join(args.only)} on {machine}; {num_samples} samples at steps {sample_steps}", flush=True)
     images, labels, _ = _common.load_training_data(args, device, SMOKE_LIMIT)
 
     results = {}
-    for name in args.only:
-        torch.manual_seed(0)
-        kind, amount = budget_for(name, args)
-        with _common.Timer(device) as build_timer:
-            if name == "seed":
-                ref = SeedReference(images, device, smoke=args.smoke)
-            elif name == "diffusers":
-                ref = DiffusersReference(images, device, smoke=args.smoke)
-            else:
-                ref = CourseReference(images, labels, device, preset=course_preset, smoke=args.smoke,
-                                      steps=int(amount) if kind == "steps" else None)
-                if kind == "epochs":
-                    ref.plan(ref.steps_for_epochs(int(amount)))
-        steps = None if kind == "seconds" else (ref.steps_for_epochs(int(amount)) if kind == "epochs" else int(amount))
-        seconds = amount if kind == "seconds" else None
-        params = parameter_count(ref.model)
-        print(f"[{name}] {ref.label}: {params:,} parameters; training for "
-              f"{f'{seconds:g} s' if seconds is not None else f'{steps} steps'} ({kind} {amount:g})", flush=True)
-        trained = train(ref, device=device, steps=steps, seconds=seconds)
-        print(f"[{name}] trained {trained['steps']} steps, {trained['images_seen']:,} images in "
-              f"{trained['train_seconds']:.1f} s ({trained['images_per_second']:.0f} img/s), "
-              f"last loss {trained['final_loss']:.4f}", flush=True)
-        entry = {"label": ref.label, "parameters": params, "settings": ref.settings,
-                 "budget": {"kind": kind, "amount": amount}, "build_seconds": build_timer.seconds,
-                 "train": trained, "samples": []}
-        for k in sample_steps:
-            x, sampler, actual, seconds_taken = generate(ref, num_samples, k, device)
-            metrics = _common.score(x, data_dir=data_dir)
-            entry["samples"].append({"requested_steps": k, "sampler": sampler, "steps": actual,
-                                     "num_samples": num_samples, "sample_seconds": seconds_taken,
-                                     "metrics": metrics})
-            print(f"[{name}] {sampler} {actual} steps: {num_samples} images in {seconds_taken:.1f} s; "
-                  f"FD {metrics['frechet_distance']:.3f} (floor {metrics['frechet_distance_floor']:.3f}), "
-                  f"KID {metrics['kid']:.4f}, conf {metrics['mean_confidence']:.3f}, "
-                  f">0.9 {metrics['frac_confident_0.9']:.1%}, in distribution {metrics['frac_in_distribution']:.1%}, classes {classes_present(metrics['class_histogram'])}",
-                  flush=True)
-        results[name] = entry
-        del ref
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    with _common.StopEarly() as stop:
+        for name in args.only:
+            measure_reference(name, args, images, labels, device, course_preset, num_samples, sample_steps, results)
 
     date, command = time.strftime("%Y-%m-%d"), _common.command_line()
-    rows = "\n".join(table_row(date, machine, command, r, s) for r in results.values() for s in r["samples"])
+    rows = "\n".join(table_row(date, machine, _common.command_cell(command, stop.reason), r, s)
+                     for r in results.values() for s in r["samples"])
     result = {"device": str(device), "num_samples": num_samples, "sample_steps": sample_steps,
               "course_preset": course_preset, "threads": torch.get_num_threads(), "references": results}
-    _common.record("references", result, rows, smoke=args.smoke, force=args.record)
-    return 0
+    _common.record("references", result, rows, smoke=args.smoke, force=args.record, stopped=stop.reason)
+    return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -266,8 +267,8 @@ def test_gpu_targets_smoke_judges_every_target(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert RESULTS_MD.read_bytes() == before
     (saved,) = saved_results(result.stdout)
-    assert [d["method"] for d in saved["long"]["draws"]] == ["ddpm", "ddim", "dpm++2m"]
-    assert saved["long"]["draws"][0]["steps"] == 200  # the smoke preset's T: full-length DDPM
+    assert [d["method"] for d in saved["long"]["draws"]] == ["ddim", "dpm++2m", "ddpm"]  # the longest draw last
+    assert saved["long"]["draws"][-1]["steps"] == 200  # the smoke preset's T: full-length DDPM
     assert [v["target"][:12] for v in saved["verdicts"]] == ["diffusers' 3", "FD within 3x", "<= 50 steps ",
                                                              "2,000 sample"]
     assert saved["long"]["train"]["total_seconds"] > saved["long"]["train"]["train_seconds"] > 0
@@ -303,6 +304,17 @@ def test_gpu_targets_verdicts():
     long["train"]["total_seconds"] = 150.0  # over the 2-minute budget; no diffusers row to compare with
     v = module.judge(short, long, None, args)
     assert v[0]["met"] is None and "references.py --only diffusers" in v[0]["note"] and v[1]["met"] is False
+    # stopped early: before the long run's DDPM draw, then before any long draw, then before the short run's draw
+    long["train"]["total_seconds"] = 119.0
+    long["draws"] = [draw("ddim", 50, 0.30, 1.5), draw("dpm++2m", 20, 0.28, 0.8)]
+    v = module.judge(short, long, None, args)
+    assert [x["met"] for x in v] == [None, True, None, None]  # speed measured, but the quality bar needs DDPM
+    assert "not measured" in v[2]["measured"] and "0.80 s" in v[3]["measured"] and "without the DDPM" in v[3]["note"]
+    long["draws"] = []
+    v = module.judge(short, long, None, args)
+    assert len(v) == 2 and v[1]["met"] is None and "not measured" in v[1]["measured"]
+    v = module.judge({"train": {"total_seconds": 35.0}, "draw": None}, None, None, args)
+    assert [x["met"] for x in v] == [None, None] and all("not measured" in x["measured"] for x in v)
 
 
 def load_benchmark_module(name):
@@ -459,3 +471,48 @@ def test_prediction_samplers_probe_gives_an_exact_denoiser_no_error_and_a_silent
 
     errors = module.denoising_errors(Silent(), schedule, "eps", x0, None, timesteps)
     assert all(e["noise_norm_ratio"] == 0.0 and e["eps_mse"] == pytest.approx(1.0, abs=0.05) for e in errors)
+
+
+def stopped_by_sigterm(name, args, after_line):
+    """Run benchmarks/<name> and send it SIGTERM (as ``timeout``, hence on_device.sh's CMD_LIMIT, does) as soon as
+    it prints a line starting with ``after_line``; returns (exit code, stdout, the JSON files it wrote)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / name), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+                                 "PYTHONUNBUFFERED": "1"})
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith(after_line):
+                proc.send_signal(signal.SIGTERM)
+                break
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stdout = "".join(seen) + stdout
+    assert any(line.startswith(after_line) for line in seen), stdout[-3000:] + stderr[-3000:]
+    return proc.returncode, stdout, saved_results(stdout)
+
+
+def test_a_stopped_benchmark_records_what_it_finished():
+    before = RESULTS_MD.read_bytes()
+    # references: stopped once the seed's demo has its first scored samples (each line is printed once it is kept)
+    code, stdout, (saved,) = stopped_by_sigterm("references.py", ["--smoke"], "[seed] DDIM 10 steps")
+    assert code == 130 and "stopped early (SIGTERM)" in stdout and saved["stopped_early"] == "SIGTERM"
+    assert list(saved["references"]) == ["seed"] and saved["references"]["seed"]["train"]["steps"] > 0
+    assert saved["references"]["seed"]["samples"][0]["metrics"]["frechet_distance"] > 0
+    rows = [line for line in stdout.splitlines() if line.startswith("| ")]
+    assert rows and all("stopped early by SIGTERM" in line for line in rows)
+    # levers: stopped once the baseline's speed row is kept: that row is recorded, the quality part never starts
+    code, stdout, (saved,) = stopped_by_sigterm("levers.py", ["--smoke"], "[speed] Trainer.train_step ...")
+    assert code == 130 and saved["name"] == "levers_speed" and saved["stopped_early"] == "SIGTERM"
+    assert 1 <= len(saved["rows"]) < 10 and saved["rows"][0]["lever"] == "baseline"
+    assert saved["rows"][0]["images_per_second"] > 0 and "[quality]" not in stdout
+    # gpu_targets: stopped while the long run trains: target 1 is judged, the others say they were not measured
+    code, stdout, (saved,) = stopped_by_sigterm("gpu_targets.py", ["--smoke"], "[long]")
+    assert code == 130 and saved["long"] is None and saved["short"]["draw"]["metrics"]["frechet_distance"] > 0
+    assert [v["met"] for v in saved["verdicts"]][1:] == [None] and "not measured" in saved["verdicts"][1]["measured"]
+    assert RESULTS_MD.read_bytes() == before  # smoke runs write no rows, stopped or not
