@@ -100,11 +100,11 @@ def table_rows(result: dict, date: str, machine: str, command: str) -> str:
                     f"{p['train_seconds']:.0f} | {p['grid_64_seconds']:.1f} | DDIM {result['sample_steps']} | "
                     f"{u['frechet_distance']:.3f} / {u['frechet_distance_floor']:.3f} | {u['frac_confident_0.9']:.1%} | "
                     f"{u['frac_in_distribution']:.1%} | "
-                    f"{sum(c > 0 for c in u['class_histogram'])} | {guided} | `{command}` |")
+                    f"{sum(c > 0 for c in u['class_histogram'])} | {guided} | {command} |")
     return "\n".join(rows)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
@@ -124,11 +124,12 @@ def main() -> None:
         import json
 
         saved = json.loads(Path(args.rows_from).read_text())
-        rows = table_rows(saved, saved["date"][:10], saved["machine"], saved["command"])
+        rows = table_rows(saved, saved["date"][:10], saved["machine"],
+                          _common.command_cell(saved["command"], saved.get("stopped_early")))
         if not saved.get("smoke"):
             _common._append_row("cpu_track", rows)
         print(rows)
-        return
+        return 0
     if args.train_seconds is not None and not (math.isfinite(args.train_seconds) and args.train_seconds > 0):
         parser.error(f"--train-seconds must be a positive number of seconds, got {args.train_seconds}")
 
@@ -146,26 +147,32 @@ def main() -> None:
           f"budget {args.train_seconds or '-'} s, on {_common.machine()}", flush=True)
 
     curve, train_seconds, start_step = [], 0.0, trainer.step
-    while trainer.step < steps and (args.train_seconds is None or train_seconds < args.train_seconds):
-        t0 = time.perf_counter()
-        target = min(steps, (trainer.step // args.eval_every + 1) * args.eval_every)
-        while trainer.step < target and (args.train_seconds is None or
-                                         train_seconds + time.perf_counter() - t0 < args.train_seconds):
-            trainer.train_step()
-            if trainer.step % config.checkpoint_every == 0:
-                trainer.save()
-        train_seconds += time.perf_counter() - t0
-        trainer.save()
-        curve.append(evaluate(trainer, args, train_seconds))
-        print(summary(curve[-1]), flush=True)
+    scored = (start_step, 0.0)
+    # a stop (Ctrl-C, SIGTERM) keeps the points already scored; the run resumes from its newest checkpoint
+    with _common.StopEarly() as stop:
+        while trainer.step < steps and (args.train_seconds is None or train_seconds < args.train_seconds):
+            t0 = time.perf_counter()
+            target = min(steps, (trainer.step // args.eval_every + 1) * args.eval_every)
+            while trainer.step < target and (args.train_seconds is None or
+                                             train_seconds + time.perf_counter() - t0 < args.train_seconds):
+                trainer.train_step()
+                if trainer.step % config.checkpoint_every == 0:
+                    trainer.save()
+            train_seconds += time.perf_counter() - t0
+            trainer.save()
+            curve.append(evaluate(trainer, args, train_seconds))
+            scored = (trainer.step, train_seconds)  # the training the recorded curve covers
+            print(summary(curve[-1]), flush=True)
 
     result = {"preset": preset.name, "overrides": args.set, "config": config.to_dict(),
               "parameters": count_parameters(trainer.model), "resumed_from_step": start_step,
               "sample_steps": args.sample_steps, "curve": curve,
-              "images_per_second": round((trainer.step - start_step) * config.batch_size / max(train_seconds, 1e-9), 1)}
-    rows = table_rows(result, time.strftime("%Y-%m-%d"), _common.machine(), _common.command_line())
-    _common.record("cpu_track", result, rows, smoke=args.smoke, force=args.record)
+              "images_per_second": round((scored[0] - start_step) * config.batch_size / max(scored[1], 1e-9), 1)}
+    rows = table_rows(result, time.strftime("%Y-%m-%d"), _common.machine(),
+                      _common.command_cell(_common.command_line(), stop.reason))
+    _common.record("cpu_track", result, rows, smoke=args.smoke, force=args.record, stopped=stop.reason)
+    return stop.exit_code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

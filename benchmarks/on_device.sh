@@ -9,8 +9,8 @@
 # A command "notebook NAME" executes notebooks/NAME.ipynb in full mode (DDPM_SMOKE is unset here) and log.txt times
 # it; "notebook NAME keep" also brings the executed notebook, figures included, back as $OUT/NAME.tar.gz (the device
 # returns at most 8 files, 16 MiB each, so keep only the ones you need). CMD_LIMIT=S stops any one command after
-# S seconds, so that one that runs long cannot use up the call and the next still starts; references.py, gpu_targets.py
-# and levers.py take that SIGTERM as a stop and still record the rows they finished. Notebooks run through
+# S seconds, so that one that runs long cannot use up the call and the next still starts; the benchmark scripts
+# (all but ddp_throughput.py) take that SIGTERM as a stop and still record the rows they finished. Notebooks run through
 # scripts/run_notebook.py, which saves after every cell (with each cell's seconds), so a stopped one keeps what ran.
 set -uo pipefail
 : "${OUT:?OUT is not set: run this through the device tool, or set OUT to a folder}"

@@ -128,7 +128,7 @@ def rows(date: str, machine: str, command: str, preset: str, result: dict, guess
                  f"{s['sample_seconds']:.1f} ({m['num_samples']})",
                  f"{_common.fmt(fd)} / {_common.fmt(floor)} ({fd / floor:.1f}x)",
                  f"{m['frac_in_distribution']:.1%}", f"{m['frac_confident_0.9']:.1%}",
-                 "-" if result["guidance"] is None else f"{result['guidance']:g}", f"`{command}`"]
+                 "-" if result["guidance"] is None else f"{result['guidance']:g}", command]
         out.append(_common.markdown_row(cells))
     return out
 
@@ -164,15 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     test_x0, test_y = load_mnist("test", args.data_dir, allow_subset=args.smoke, limit=args.probe_images,
                                  device=device)
     guess = guess_errors(test_x0, test_y)
-    results = [run_prediction(p, args, preset, images, labels, test_x0, test_y, device) for p in PREDICTIONS]
-    date, command = time.strftime("%Y-%m-%d"), _common.command_line()
+    results = []  # a model's result enters once trained, probed and sampled (a stop keeps the finished ones)
+    with _common.StopEarly() as stop:
+        for prediction in PREDICTIONS:
+            results.append(run_prediction(prediction, args, preset, images, labels, test_x0, test_y, device))
+    date, command = time.strftime("%Y-%m-%d"), _common.command_cell(_common.command_line(), stop.reason)
     table = "\n".join(line for r in results for line in rows(date, machine, command, preset, r, guess))
     _common.record("prediction_samplers", {"device": str(device), "preset": preset, "steps": args.steps,
                                            "num_samples": args.num_samples, "sample_steps": args.sample_steps,
                                            "probe_images": args.probe_images, "guess_x0_mse": guess,
                                            "data_load_seconds": load_seconds,
-                                           "results": results}, table, smoke=args.smoke, force=args.record)
-    return 0
+                                           "results": results}, table, smoke=args.smoke, force=args.record,
+                   stopped=stop.reason)
+    return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -497,7 +497,7 @@ def stopped_by_sigterm(name, args, after_line):
     return proc.returncode, stdout, saved_results(stdout)
 
 
-def test_a_stopped_benchmark_records_what_it_finished():
+def test_a_stopped_benchmark_records_what_it_finished(tmp_path):
     before = RESULTS_MD.read_bytes()
     # references: stopped once the seed's demo has its first scored samples (each line is printed once it is kept)
     code, stdout, (saved,) = stopped_by_sigterm("references.py", ["--smoke"], "[seed] DDIM 10 steps")
@@ -515,4 +515,10 @@ def test_a_stopped_benchmark_records_what_it_finished():
     code, stdout, (saved,) = stopped_by_sigterm("gpu_targets.py", ["--smoke"], "[long]")
     assert code == 130 and saved["long"] is None and saved["short"]["draw"]["metrics"]["frechet_distance"] > 0
     assert [v["met"] for v in saved["verdicts"]][1:] == [None] and "not measured" in saved["verdicts"][1]["measured"]
+    # cpu_track: stopped after the first point of its curve; prediction_samplers: after its first model
+    code, stdout, (saved,) = stopped_by_sigterm("cpu_track.py", ["--smoke", "--out", str(tmp_path / "run")],
+                                                "step     6 |")
+    assert code == 130 and [p["step"] for p in saved["curve"]] == [6] and saved["images_per_second"] > 0
+    code, stdout, (saved,) = stopped_by_sigterm("prediction_samplers.py", ["--smoke"], "[eps]")
+    assert code == 130 and [r["prediction"] for r in saved["results"]] == ["v"] and saved["stopped_early"]
     assert RESULTS_MD.read_bytes() == before  # smoke runs write no rows, stopped or not
