@@ -1,13 +1,14 @@
 """Run by tests/test_distributed.py under ``python -m torch.distributed.run --nproc_per_node 2``.
 
 Each rank trains the same tiny class-conditional config with gloo on the CPU, then writes its own
-final weights, the loss history, what ``save()`` returned, a digest of torch's global random state
+final weights, the loss history, what ``save()`` returned, whether and where it stopped on Ctrl-C, a digest of torch's global random state
 and (with dropout) which units its first dropout layer zeroed at each step, so the test can compare
 the ranks.
 """
 
 import hashlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ddpm_helpers.train import Trainer, TrainConfig
 
 def main() -> None:
     out, steps, config_json = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    interrupt_at = int(sys.argv[4]) if len(sys.argv) > 4 else None  # rank 1 alone gets Ctrl-C during that step
     device = distributed.init(torch.device("cpu"))
     rank = distributed.rank()
     torch.manual_seed(1234)  # the same toy data on every rank
@@ -31,13 +33,22 @@ def main() -> None:
     if dropout is not None:
         dropout.register_forward_hook(lambda module, inputs, output: masks.append(output.detach() == 0))
     start = trainer.step
-    trainer.fit(steps)
-    saved = trainer.save()
+    interrupted = False
+    if interrupt_at is not None and rank == 1:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a test may inherit it ignored)
+        trainer.model.register_forward_hook(
+            lambda module, inputs, output: signal.raise_signal(signal.SIGINT) if trainer.step == interrupt_at else None)
+    try:
+        trainer.fit(steps)
+        saved = trainer.save()
+    except KeyboardInterrupt:
+        interrupted, saved = True, None
     torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, out / f"rank{rank}_weights.pt")
     torch.save(masks, out / f"rank{rank}_masks.pt")
     (out / f"rank{rank}.json").write_text(json.dumps({
         "world_size": distributed.world_size(), "backend": torch.distributed.get_backend(),
         "start_step": start, "history": trainer.history, "save_returned": None if saved is None else str(saved),
+        "interrupted": interrupted, "step": trainer.step,
         "rng_digest": hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest(),
     }))
     distributed.shutdown()

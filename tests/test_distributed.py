@@ -125,6 +125,16 @@ def test_resume_with_same_world_size_repeats_the_run_and_other_size_is_refused(d
         single_process(out / "run", 10, dropout=DROPOUT_CONFIG["dropout"])
 
 
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """Only rank 1 gets Ctrl-C, during step 3: both ranks finish that step and stop, and rank 0 saves it (a rank
+    that went on alone would wait for the other in the next step's gradient all-reduce)."""
+    torchrun(WORKER, tmp_path, 8, json.dumps(CONFIG), 3)
+    info = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(i["interrupted"], i["step"]) for i in info] == [(True, 4), (True, 4)]
+    assert "ckpt_00000004.pt" in [p.name for p in list_checkpoints(tmp_path / "run")]
+    assert info[0]["history"] == info[1]["history"] and len(info[0]["history"]) == 4
+
+
 def test_cli_trains_under_torchrun(tmp_path):
     out = tmp_path / "cli"
     proc = torchrun("-m", "ddpm_helpers", "train", "--preset", "smoke", "--steps", "4", "--num-samples", "4",

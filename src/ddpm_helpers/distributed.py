@@ -93,6 +93,18 @@ def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
+def any_across_ranks(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is True on at least one (``flag`` itself in a single process).
+
+    ``device`` is where the one-element tensor lives for the collective (this rank's GPU under nccl).
+    """
+    if not is_distributed():
+        return bool(flag)
+    votes = torch.tensor([int(bool(flag))], device=device, dtype=torch.int32)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return bool(votes.item())
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -478,6 +478,9 @@ class Trainer:
             return contextlib.nullcontext()
         return self._seeded_fork(dropout_seed(self.config.seed, self.step if step is None else step, self.rank))
 
+    def _any_rank_stopping(self, stopping: bool) -> bool:
+        return distributed.any_across_ranks(stopping, self.device)
+
     @contextlib.contextmanager
     def _seeded_fork(self, seed: int):
         cuda = self.device.type == "cuda"
@@ -513,7 +516,9 @@ class Trainer:
                             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
                     if self.step % self.config.checkpoint_every == 0:
                         self.save()
-                    stop.deliver()  # a Ctrl-C that came during the step stops the run here, between two steps
+                    # a Ctrl-C that came during the step stops the run here, between two steps; with several
+                    # ranks, all of them stop after the same step (one that waited for the others would hang)
+                    stop.deliver(self._any_rank_stopping if self.world_size > 1 else None)
         except KeyboardInterrupt:
             path = self.save()
             if path is not None:
@@ -557,7 +562,11 @@ class _StopBetweenSteps:
             self.held = None
             self.previous[signum](signum, frame)
 
-    def deliver(self) -> None:
+    def deliver(self, agree=None) -> None:
+        """Run the held signal's handler, if a signal is held. ``agree(held) -> bool``, when given, is asked
+        first (on every rank): True means some rank stops here, and then this one stops too, held signal or not."""
+        if agree is not None and agree(self.held is not None) and self.held is None:
+            raise KeyboardInterrupt  # another rank was interrupted: stop after the same step as it
         if self.held is not None:
             signum, frame = self.held
             self.held = None
