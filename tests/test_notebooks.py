@@ -32,6 +32,16 @@ def test_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_cell_has_its_own_id(path):
+    """nbformat 4.5 gives each cell an id; a cell added by hand without one makes Jupyter warn (and rewrite it)."""
+    nb = json.loads(path.read_text())
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5), path.name
+    ids = [cell.get("id") for cell in nb["cells"]]
+    assert all(isinstance(i, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids), path.name
+    assert len(set(ids)) == len(ids), f"{path.name}: two cells share an id"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_badge_setup_and_parameters_follow_the_configured_repository(path):
     from set_repository import expected_badge, expected_install
 
