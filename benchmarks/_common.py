@@ -22,6 +22,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_DIR = HERE / "results"
+PRECISIONS = ("fp32", "bf16")  # of a sampler's network evaluations (draw_samples)
 
 
 def positive_int(text: str) -> int:
@@ -237,16 +238,21 @@ def score(images: torch.Tensor, labels: torch.Tensor | None = None, data_dir: st
 
 
 def draw_samples(model, schedule, config, n: int, method: str, steps: int | None, device, *,
-                 guidance: float = 1.0, eta: float = 0.0, batch: int = 500) -> tuple[torch.Tensor, float]:
+                 guidance: float = 1.0, eta: float = 0.0, batch: int = 500,
+                 precision: str = "fp32") -> tuple[torch.Tensor, float]:
     """``n`` images (on the CPU) from a course model and the seconds it took, in batches of ``batch``.
 
     A class-conditional model is asked for each digit in turn, with classifier-free guidance ``guidance``;
-    ``eta`` is DDIM's noise level (0: deterministic).
+    ``eta`` is DDIM's noise level (0: deterministic). ``precision="bf16"`` runs the network under bf16
+    autocast; the sampler's own arithmetic (the update of x_t) stays in fp32 (``sample`` casts the output).
     """
     from ddpm_helpers.sampling import sample
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
     out = []
-    with Timer(device) as timer:
+    with Timer(device) as timer, torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for start in range(0, n, batch):
             m = min(batch, n - start)
             y = (torch.arange(start, start + m) % 10).to(device) if config.class_conditional else None

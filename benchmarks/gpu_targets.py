@@ -17,9 +17,11 @@ for 120 s:
 * the **short** run trains for ``--short-seconds`` (36) minus the data-loading time and is scored
   with ``--sampler`` (DDIM 50) on ``--num-samples`` (2,000) images, for target 1;
 * the **long** run trains for ``--long-seconds`` (120) minus the data-loading time and is scored
-  with every ``--fast-samplers`` setting (DDIM 50 and 20, DPM-Solver++(2M) 20 and 10), then with full
-  DDPM (all T steps, by far the longest draw), for targets 2 to 4. Each set of 2,000 images is drawn
-  in one batch (``--sample-batch``); its wall time is the sampling time of target 4.
+  with every ``--fast-samplers`` setting (DDIM 50 and 20, DPM-Solver++(2M) 20 and 10), first in fp32,
+  then with the network under bf16 autocast (``--sampling-precision``; the sampler's update stays fp32),
+  then with full DDPM (all T steps in fp32, by far the longest draw), for targets 2 to 4. Each set of
+  2,000 images is drawn in one batch (``--sample-batch``), after one untimed draw of that shape in each
+  precision; its wall time is the sampling time of target 4.
 
 A stop (SIGTERM, as from on_device.sh's ``CMD_LIMIT``, or Ctrl-C) still records every part that
 finished, and the targets it could not judge say so (``_common.StopEarly``).
@@ -77,6 +79,15 @@ def sampler_list(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def precision_list(text: str) -> list[str]:
+    """``"fp32,bf16"`` -> ["fp32", "bf16"]."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items or any(v not in _common.PRECISIONS for v in items):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of precisions; accepted: a comma-separated subset of "
+                                         f"{', '.join(_common.PRECISIONS)} (e.g. fp32,bf16)")
+    return list(dict.fromkeys(items))
+
+
 def diffusers_reference(machine: str) -> dict | None:
     """The newest ``diffusers`` DDPM (full-length) result of references.py on this machine, if any."""
     best = None
@@ -114,18 +125,33 @@ def train_run(name: str, images, labels, device, args, budget: float, load_secon
     return ref, trained
 
 
-def score_draw(ref, method: str, steps: int | None, args, device, data_dir) -> dict:
+def score_draw(ref, method: str, steps: int | None, args, device, data_dir, precision: str = "fp32") -> dict:
     cfg = ref.trainer.config
     torch.manual_seed(1)
     x, seconds = _common.draw_samples(ref.trainer.ema_model, ref.trainer.schedule, cfg, args.num_samples, method,
-                                      steps, device, guidance=ref.guidance or 1.0, batch=args.sample_batch)
+                                      steps, device, guidance=ref.guidance or 1.0, batch=args.sample_batch,
+                                      precision=precision)
     metrics = _common.score(x, data_dir=data_dir)
     actual = cfg.num_timesteps if method == "ddpm" else steps
-    print(f"  {method} {actual}: {args.num_samples} images in {seconds:.2f} s; FD {metrics['frechet_distance']:.3f} "
+    draw = {"method": method, "steps": actual, "precision": precision, "num_samples": args.num_samples,
+            "sample_seconds": seconds, "metrics": metrics, "_images": x}
+    print(f"  {label(draw)}: {args.num_samples} images in {seconds:.2f} s; FD {metrics['frechet_distance']:.3f} "
           f"(floor {metrics['frechet_distance_floor']:.3f}, {metrics['frechet_ratio']:.2f}x), "
           f">0.9 {metrics['frac_confident_0.9']:.1%}, in distribution {metrics['frac_in_distribution']:.1%}", flush=True)
-    return {"method": method, "steps": actual, "num_samples": args.num_samples, "sample_seconds": seconds,
-            "metrics": metrics, "_images": x}
+    return draw
+
+
+def label(draw: dict) -> str:
+    """``"dpm++2m 20"``, with `` bf16`` when the network ran under bf16 autocast."""
+    return f"{draw['method']} {draw['steps']}" + (" bf16" if draw.get("precision", "fp32") == "bf16" else "")
+
+
+def warm_up(ref, args, device, precision: str) -> None:
+    """One untimed 2-step draw of the timed batch's shape, so that no timed draw pays for first-use costs (kernel
+    loading, bf16 kernels, allocator growth)."""
+    _common.draw_samples(ref.trainer.ema_model, ref.trainer.schedule, ref.trainer.config, args.sample_batch, "ddim",
+                         min(2, ref.T), device, guidance=ref.guidance or 1.0, batch=args.sample_batch,
+                         precision=precision)
 
 
 NOT_MEASURED = "not measured (the run was stopped early)"
@@ -145,7 +171,7 @@ def judge(short: dict | None, long: dict | None, diffusers: dict | None, args) -
                   met=None)
     else:
         s_fd, s_time = short_draw["metrics"]["frechet_distance"], short["train"]["total_seconds"]
-        t1["measured"] = f"FD {s_fd:.3g} after {s_time:.1f} s ({short_draw['method']} {short_draw['steps']})"
+        t1["measured"] = f"FD {s_fd:.3g} after {s_time:.1f} s ({label(short_draw)})"
         if diffusers is None:
             t1.update(wanted=f"FD <= the diffusers DDPM row, in <= {args.short_seconds:g} s", met=None,
                       note="no diffusers row on this machine: run references.py --only diffusers")
@@ -185,12 +211,12 @@ def judge(short: dict | None, long: dict | None, diffusers: dict | None, args) -
         full_fd = full["metrics"]["frechet_distance"]
         r = good["metrics"]["frechet_distance"] / full_fd
         t3.update(wanted=f"FD(<= 50 steps) <= 1.25 x FD(DDPM {full['steps']}) = {1.25 * full_fd:.3g}",
-                  measured=f"{good['method']} {good['steps']}: FD {good['metrics']['frechet_distance']:.3g}"
+                  measured=f"{label(good)}: FD {good['metrics']['frechet_distance']:.3g}"
                            f" = {r:.2f} x {full_fd:.3g}",
                   met=bool(r <= TARGETS["few_steps_ratio"]))
         ok = [d for d in few if d["metrics"]["frechet_distance"] <= TARGETS["few_steps_ratio"] * full_fd]
         quickest = min(ok or few, key=lambda d: d["sample_seconds"])
-    t4["measured"] = (f"{quickest['method']} {quickest['steps']}: {quickest['num_samples']:,} images "
+    t4["measured"] = (f"{label(quickest)}: {quickest['num_samples']:,} images "
                       f"in {quickest['sample_seconds']:.2f} s (batch {args.sample_batch})")
     fast_enough = (quickest["num_samples"] >= TARGETS["fast_images"]
                    and quickest["sample_seconds"] < TARGETS["fast_seconds"])
@@ -226,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the short run's sampler (default ddim:50)")
     parser.add_argument("--fast-samplers", type=sampler_list, default=None, metavar="LIST",
                         help="the long run's few-step samplers (default ddim:50,ddim:20,dpm++2m:20,dpm++2m:10)")
+    parser.add_argument("--sampling-precision", type=precision_list, default=["fp32", "bf16"], metavar="LIST",
+                        help="the long run's few-step samplers run in each of these (default fp32,bf16: the "
+                             "network under bf16 autocast, the sampler's update in fp32)")
     parser.add_argument("--num-samples", type=references.sample_count, default=None, metavar="N",
                         help="images per sampler setting (default 2000; smoke 16)")
     parser.add_argument("--sample-batch", type=_common.positive_int, default=None, metavar="N",
@@ -269,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         ref = None
         ref, trained = train_run("long", images, labels, device, args, args.long_seconds, load_seconds)
         long = {"train": trained, "settings": ref.settings, "parameters": count_parameters(ref.model), "draws": []}
-        # the few-step samplers first, full-length DDPM (T steps: by far the longest draw) last
-        for m, k in [*fast_samplers, ("ddpm", None)]:
-            long["draws"].append(score_draw(ref, m, None if m == "ddpm" else min(k, ref.T), args, device, data_dir))
+        # the few-step samplers first (in each --sampling-precision), full-length DDPM (T steps in fp32: by far
+        # the longest draw) last
+        for precision in args.sampling_precision:
+            warm_up(ref, args, device, precision)
+            for m, k in fast_samplers:
+                long["draws"].append(score_draw(ref, m, min(k, ref.T), args, device, data_dir, precision))
+        long["draws"].append(score_draw(ref, "ddpm", None, args, device, data_dir))
 
     diffusers = ({"file": "--diffusers-fd", "frechet_distance": args.diffusers_fd, "train_seconds": float("nan"),
                   "steps": 1000} if args.diffusers_fd else diffusers_reference(machine))

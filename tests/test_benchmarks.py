@@ -262,12 +262,14 @@ def section_columns(section):
 
 
 def test_gpu_targets_smoke_judges_every_target(tmp_path):
+    label = load_benchmark_module("gpu_targets").label
     before = RESULTS_MD.read_bytes()
     result = run_script("gpu_targets.py", "--smoke", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert RESULTS_MD.read_bytes() == before
     (saved,) = saved_results(result.stdout)
-    assert [d["method"] for d in saved["long"]["draws"]] == ["ddim", "dpm++2m", "ddpm"]  # the longest draw last
+    assert [label(d) for d in saved["long"]["draws"]] == ["ddim 5", "dpm++2m 5", "ddim 5 bf16", "dpm++2m 5 bf16",
+                                                         "ddpm 200"]  # the longest draw last
     assert saved["long"]["draws"][-1]["steps"] == 200  # the smoke preset's T: full-length DDPM
     assert [v["target"][:12] for v in saved["verdicts"]] == ["diffusers' 3", "FD within 3x", "<= 50 steps ",
                                                              "2,000 sample"]
@@ -522,3 +524,26 @@ def test_a_stopped_benchmark_records_what_it_finished(tmp_path):
     code, stdout, (saved,) = stopped_by_sigterm("prediction_samplers.py", ["--smoke"], "[eps]")
     assert code == 130 and [r["prediction"] for r in saved["results"]] == ["v"] and saved["stopped_early"]
     assert RESULTS_MD.read_bytes() == before  # smoke runs write no rows, stopped or not
+
+
+def test_bf16_sampling_runs_the_network_in_bf16_and_keeps_the_images_close_to_fp32():
+    common = load_benchmark_module("_common")
+    from ddpm_helpers.pretrained import load_pretrained
+
+    model, schedule, config = load_pretrained("mnist-cpu")
+    seen = []
+    hook = model.conv_in.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    draws = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(1)
+        draws[precision], _ = common.draw_samples(model, schedule, config, 20, "ddim", 5, "cpu", guidance=2.0,
+                                                  batch=20, precision=precision)
+    hook.remove()
+    assert seen == [torch.float32] * 5 + [torch.bfloat16] * 5  # one network call per step (guidance batches both)
+    assert draws["bf16"].dtype == torch.float32
+    diff = (draws["bf16"] - draws["fp32"]).abs()
+    assert 0 < diff.mean() < 0.01 and diff.max() < 0.2  # bf16 rounding, not another image
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        common.draw_samples(model, schedule, config, 2, "ddim", 2, "cpu", precision="fp16")
+    result = run_script("gpu_targets.py", "--sampling-precision", "fp32,fp16", timeout=120)
+    assert result.returncode == 2 and "--sampling-precision" in result.stderr and "fp32, bf16" in result.stderr
