@@ -96,6 +96,25 @@ def test_ctrl_c_during_a_step_stops_after_it_and_resumes_exactly(tmp_path, mnist
         assert torch.equal(a, b)
 
 
+def test_ctrl_c_while_the_interrupted_run_saves_waits_for_the_checkpoint(tmp_path, mnist_small, tiny_config,
+                                                                        monkeypatch):
+    import ddpm_helpers.train as train_module
+
+    trainer = Trainer(tiny_config, mnist_small[0], out_dir=tmp_path, device="cpu")
+    _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step=4)
+    real_save = train_module.save_checkpoint
+
+    def impatient_save(state, path):  # the user presses Ctrl-C again while the checkpoint is being written
+        signal.raise_signal(signal.SIGINT)
+        return real_save(state, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", impatient_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000005.pt"]
+    assert load_checkpoint(list_checkpoints(tmp_path)[0])["step"] == 5
+
+
 def test_a_second_ctrl_c_stops_at_once_and_training_runs_outside_the_main_thread(mnist_small, tiny_config,
                                                                                  monkeypatch):
     trainer = Trainer(tiny_config, mnist_small[0], device="cpu")

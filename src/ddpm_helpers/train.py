@@ -507,23 +507,24 @@ class Trainer:
             bar = tqdm(total=target, initial=min(self.step, target), desc="training", dynamic_ncols=True)
         try:
             with _StopBetweenSteps() as stop:
-                while self.step < target:
-                    self.train_step()
-                    if bar is not None:
-                        bar.update(1)
-                        if self.step % self.config.log_every == 0:
-                            recent = self.history[-self.config.log_every:]
-                            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-                    if self.step % self.config.checkpoint_every == 0:
-                        self.save()
-                    # a Ctrl-C that came during the step stops the run here, between two steps; with several
-                    # ranks, all of them stop after the same step (one that waited for the others would hang)
-                    stop.deliver(self._any_rank_stopping if self.world_size > 1 else None)
-        except KeyboardInterrupt:
-            path = self.save()
-            if path is not None:
-                print(f"\ninterrupted at step {self.step}: checkpoint saved to {path}; run again to resume")
-            raise
+                try:
+                    while self.step < target:
+                        self.train_step()
+                        if bar is not None:
+                            bar.update(1)
+                            if self.step % self.config.log_every == 0:
+                                recent = self.history[-self.config.log_every:]
+                                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+                        if self.step % self.config.checkpoint_every == 0:
+                            self.save()
+                        # a Ctrl-C that came during the step stops the run here, between two steps; with several
+                        # ranks, all of them stop after the same step (one that waited for the others would hang)
+                        stop.deliver(self._any_rank_stopping if self.world_size > 1 else None)
+                except KeyboardInterrupt:
+                    path = self.save()  # still inside: one more Ctrl-C while it is written waits for it
+                    if path is not None:
+                        print(f"\ninterrupted at step {self.step}: checkpoint saved to {path}; run again to resume")
+                    raise
         finally:
             if bar is not None:
                 bar.close()
