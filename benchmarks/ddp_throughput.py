@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -64,18 +65,50 @@ def worker(args) -> None:
     distributed.shutdown()
 
 
+def run_configuration(command: list[str], env: dict, grace: float = 5.0) -> tuple[int, str, str]:
+    """Run one configuration (``python`` or ``torchrun``) to its end: (exit code, stdout, stderr).
+
+    It runs in a process group of its own, so that a stop of this script (SIGTERM from ``timeout``, Ctrl-C)
+    reaches every process of it: they get SIGTERM (torchrun passes it on to its workers), then SIGKILL for what is left
+    after ``grace`` seconds, and the stop goes on to :class:`_common.StopEarly`. Killing only the launcher would
+    leave its workers running, holding the GPUs.
+    """
+    group = hasattr(os, "killpg")  # POSIX; elsewhere only the launcher itself can be stopped
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=group)
+
+    def send(sig) -> None:
+        try:
+            os.killpg(proc.pid, sig) if group else (proc.terminate() if sig == signal.SIGTERM else proc.kill())
+        except ProcessLookupError:  # every process of it has ended already
+            pass
+
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        send(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=grace)  # returns once the workers, which share its pipes, have ended too
+        except subprocess.TimeoutExpired:
+            pass
+        send(signal.SIGKILL)  # whatever is left of the group
+        proc.communicate()
+        raise
+    return proc.returncode, stdout, stderr
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--nproc", type=process_counts, default=[1, 2], help="process counts to compare, e.g. 1,2")
-    parser.add_argument("--steps", type=positive_int, default=40, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=positive_int, default=5, help="untimed steps first")
+    parser.add_argument("--steps", type=positive_int, help="timed steps per configuration (default 40; 3 in smoke)")
+    parser.add_argument("--warmup", type=positive_int, help="untimed steps first (default 5; 1 in smoke)")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
     parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.smoke:
-        args.steps, args.warmup = 3, 1
+    args.steps = args.steps or (3 if args.smoke else 40)
+    args.warmup = args.warmup or (1 if args.smoke else 5)
     if args.worker:
         worker(args)
         return 0
@@ -85,32 +118,37 @@ def main() -> int:
         parser.error(f"argument --nproc: {max(args.nproc)} processes but only {gpus} GPU(s); use at most {gpus}")
     cores = os.cpu_count() or 1
     runs = []
-    for n in args.nproc:
-        threads = max(1, cores // n) if not gpus else max(1, torch.get_num_threads())
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
-        flags = ["--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup), "--worker",
-                 *(["--smoke"] if args.smoke else [])]
-        launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                    f"--nproc_per_node={n}"]
-        proc = subprocess.run([*launcher, __file__, *flags], capture_output=True, text=True, env=env)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or len(lines) != 1:
-            print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
-            print(f"error: the run with {n} process(es) failed (exit code {proc.returncode})", file=sys.stderr)
-            return 1
-        runs.append(json.loads(lines[0][len("RESULT "):]))
-        print(f"{n} process(es) x {runs[-1]['threads_per_process']} thread(s): "
-              f"{runs[-1]['images_per_second']:.0f} images/s", flush=True)
+    # a stop (Ctrl-C, SIGTERM) ends the configuration in progress and records the ones that finished
+    with _common.StopEarly() as stop:
+        for n in args.nproc:
+            threads = max(1, cores // n) if not gpus else max(1, torch.get_num_threads())
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+            flags = ["--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup), "--worker",
+                     *(["--smoke"] if args.smoke else [])]
+            launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                        f"--nproc_per_node={n}"]
+            returncode, stdout, stderr = run_configuration([*launcher, __file__, *flags], env)
+            lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+            if returncode != 0 or len(lines) != 1:
+                print(stdout[-2000:], stderr[-3000:], file=sys.stderr)
+                print(f"error: the run with {n} process(es) failed (exit code {returncode})", file=sys.stderr)
+                return 1
+            runs.append(json.loads(lines[0][len("RESULT "):]))
+            print(f"{n} process(es) x {runs[-1]['threads_per_process']} thread(s): "
+                  f"{runs[-1]['images_per_second']:.0f} images/s", flush=True)
+    if not runs:
+        print("stopped before the first configuration finished: nothing to record", file=sys.stderr)
+        return stop.exit_code
 
     base = runs[0]["images_per_second"]
     date, machine, command = time.strftime("%Y-%m-%d"), _common.machine(), _common.command_line()
     rows = "\n".join(
         f"| {date} | {machine} | {args.preset} | {r['processes']} | {r['threads_per_process']} | "
         f"{r['batch_per_process']} | {r['global_batch']} | {r['images_per_second']:.0f} | "
-        f"{r['images_per_second'] / base:.2f}x | `{command}` |" for r in runs)
+        f"{r['images_per_second'] / base:.2f}x | {_common.command_cell(command, stop.reason)} |" for r in runs)
     _common.record("ddp_throughput", {"preset": args.preset, "runs": runs}, rows, smoke=args.smoke,
-                   force=args.record)
-    return 0
+                   force=args.record, stopped=stop.reason)
+    return stop.exit_code
 
 
 if __name__ == "__main__":

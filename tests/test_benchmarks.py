@@ -526,6 +526,50 @@ def test_a_stopped_benchmark_records_what_it_finished(tmp_path):
     assert RESULTS_MD.read_bytes() == before  # smoke runs write no rows, stopped or not
 
 
+
+def benchmark_processes(name, worker_only=False):
+    """The pids of running processes started from benchmarks/<name> (with ``worker_only``: its DDP workers, the
+    processes torchrun starts, not torchrun itself)."""
+    script, found = str(ROOT / "benchmarks" / name), []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # not a process, or it ended meanwhile
+            continue
+        if script in argv and not (worker_only and ("--worker" not in argv or "torch.distributed.run" in argv)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads the process table from /proc")
+def test_a_stopped_ddp_benchmark_records_the_finished_configuration_and_stops_the_torchrun_workers():
+    before = RESULTS_MD.read_bytes()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--smoke", "--nproc",
+                             "1,2", "--steps", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"})
+    try:
+        first = proc.stdout.readline()  # the 1-process configuration's line; then torchrun starts two workers
+        deadline = time.monotonic() + 120
+        while len(benchmark_processes("ddp_throughput.py", worker_only=True)) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the two torchrun workers never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # as timeout (on_device.sh's CMD_LIMIT) does
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stdout = first + stdout
+    assert first.startswith("1 process(es) x"), stdout[-2000:] + stderr[-3000:]
+    assert proc.returncode == 130 and "stopped early (SIGTERM)" in stdout, stdout[-2000:] + stderr[-3000:]
+    assert benchmark_processes("ddp_throughput.py") == []  # no worker is left running (on a GPU: holding it)
+    (saved,) = saved_results(stdout)
+    assert saved["stopped_early"] == "SIGTERM" and [r["processes"] for r in saved["runs"]] == [1]
+    assert saved["runs"][0]["images_per_second"] > 0
+    rows = [line for line in stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 and "stopped early by SIGTERM" in rows[0]
+    assert RESULTS_MD.read_bytes() == before
+
 def test_bf16_sampling_runs_the_network_in_bf16_and_keeps_the_images_close_to_fp32():
     common = load_benchmark_module("_common")
     from ddpm_helpers.pretrained import load_pretrained
