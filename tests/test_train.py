@@ -63,6 +63,15 @@ def test_resume_from_mid_run_checkpoint_is_identical(tmp_path, mnist_small, tiny
 
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """SIGINT raises KeyboardInterrupt during the test, as in a terminal or a notebook. (A job started in the
+    background of a non-interactive shell inherits SIGINT *ignored*, and then Ctrl-C rightly does nothing.)"""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step: int, presses: int = 1):
     """Make Ctrl-C (SIGINT, ``presses`` times) land at ``at_step`` after the optimizer's update, before the EMA's."""
     real_update = trainer.ema.update
@@ -76,7 +85,8 @@ def _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step: int, presses: i
     monkeypatch.setattr(trainer.ema, "update", update)
 
 
-def test_ctrl_c_during_a_step_stops_after_it_and_resumes_exactly(tmp_path, mnist_small, tiny_config, monkeypatch):
+def test_ctrl_c_during_a_step_stops_after_it_and_resumes_exactly(tmp_path, mnist_small, tiny_config, monkeypatch,
+                                                                 python_ctrl_c):
     images = mnist_small[0]
     full = Trainer(tiny_config, images, out_dir=tmp_path / "a", device="cpu")
     full.fit()
@@ -97,7 +107,7 @@ def test_ctrl_c_during_a_step_stops_after_it_and_resumes_exactly(tmp_path, mnist
 
 
 def test_ctrl_c_while_the_interrupted_run_saves_waits_for_the_checkpoint(tmp_path, mnist_small, tiny_config,
-                                                                        monkeypatch):
+                                                                        monkeypatch, python_ctrl_c):
     import ddpm_helpers.train as train_module
 
     trainer = Trainer(tiny_config, mnist_small[0], out_dir=tmp_path, device="cpu")
@@ -116,7 +126,7 @@ def test_ctrl_c_while_the_interrupted_run_saves_waits_for_the_checkpoint(tmp_pat
 
 
 def test_a_second_ctrl_c_stops_at_once_and_training_runs_outside_the_main_thread(mnist_small, tiny_config,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, python_ctrl_c):
     trainer = Trainer(tiny_config, mnist_small[0], device="cpu")
     _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step=3, presses=2)  # e.g. a step that hangs
     with pytest.raises(KeyboardInterrupt):
