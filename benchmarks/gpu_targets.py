@@ -147,11 +147,11 @@ def label(draw: dict) -> str:
 
 
 def warm_up(ref, args, device, precision: str) -> None:
-    """One untimed 2-step draw of the timed batch's shape, so that no timed draw pays for first-use costs (kernel
-    loading, bf16 kernels, allocator growth)."""
-    _common.draw_samples(ref.trainer.ema_model, ref.trainer.schedule, ref.trainer.config, args.sample_batch, "ddim",
-                         min(2, ref.T), device, guidance=ref.guidance or 1.0, batch=args.sample_batch,
-                         precision=precision)
+    """One untimed 2-step draw of the timed draws' batch shape, so that no timed draw pays for first-use costs
+    (kernel loading, bf16 kernels, allocator growth)."""
+    batch = min(args.sample_batch, args.num_samples)  # a timed draw of fewer images than a batch is one smaller batch
+    _common.draw_samples(ref.trainer.ema_model, ref.trainer.schedule, ref.trainer.config, batch, "ddim",
+                         min(2, ref.T), device, guidance=ref.guidance or 1.0, batch=batch, precision=precision)
 
 
 NOT_MEASURED = "not measured (the run was stopped early)"
