@@ -475,9 +475,10 @@ def test_prediction_samplers_probe_gives_an_exact_denoiser_no_error_and_a_silent
     assert all(e["noise_norm_ratio"] == 0.0 and e["eps_mse"] == pytest.approx(1.0, abs=0.05) for e in errors)
 
 
-def stopped_by_sigterm(name, args, after_line):
+def stopped_by_sigterm(name, args, after_line, then=None):
     """Run benchmarks/<name> and send it SIGTERM (as ``timeout``, hence on_device.sh's CMD_LIMIT, does) as soon as
-    it prints a line starting with ``after_line``; returns (exit code, stdout, the JSON files it wrote)."""
+    it prints a line starting with ``after_line`` (and ``then()``, when given, has returned); returns (exit code,
+    stdout, the JSON files it wrote)."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / name), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
@@ -487,6 +488,8 @@ def stopped_by_sigterm(name, args, after_line):
         for line in proc.stdout:
             seen.append(line)
             if line.startswith(after_line):
+                if then is not None:
+                    then()
                 proc.send_signal(signal.SIGTERM)
                 break
         stdout, stderr = proc.communicate(timeout=300)
@@ -544,31 +547,23 @@ def benchmark_processes(name, worker_only=False):
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads the process table from /proc")
 def test_a_stopped_ddp_benchmark_records_the_finished_configuration_and_stops_the_torchrun_workers():
     before = RESULTS_MD.read_bytes()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--smoke", "--nproc",
-                             "1,2", "--steps", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"})
-    try:
-        first = proc.stdout.readline()  # the 1-process configuration's line; then torchrun starts two workers
+
+    def two_workers_running():  # after the 1-process configuration's line, torchrun starts two workers
         deadline = time.monotonic() + 120
-        while len(benchmark_processes("ddp_throughput.py", worker_only=True)) < 2 and proc.poll() is None:
+        while len(benchmark_processes("ddp_throughput.py", worker_only=True)) < 2:
             assert time.monotonic() < deadline, "the two torchrun workers never started"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)  # as timeout (on_device.sh's CMD_LIMIT) does
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    stdout = first + stdout
-    assert first.startswith("1 process(es) x"), stdout[-2000:] + stderr[-3000:]
-    assert proc.returncode == 130 and "stopped early (SIGTERM)" in stdout, stdout[-2000:] + stderr[-3000:]
+
+    code, stdout, (saved,) = stopped_by_sigterm("ddp_throughput.py", ["--smoke", "--nproc", "1,2", "--steps", "60"],
+                                                "1 process(es) x", then=two_workers_running)
+    assert code == 130 and "stopped early (SIGTERM)" in stdout, stdout[-3000:]
     assert benchmark_processes("ddp_throughput.py") == []  # no worker is left running (on a GPU: holding it)
-    (saved,) = saved_results(stdout)
     assert saved["stopped_early"] == "SIGTERM" and [r["processes"] for r in saved["runs"]] == [1]
     assert saved["runs"][0]["images_per_second"] > 0
     rows = [line for line in stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 and "stopped early by SIGTERM" in rows[0]
     assert RESULTS_MD.read_bytes() == before
+
 
 def test_bf16_sampling_runs_the_network_in_bf16_and_keeps_the_images_close_to_fp32():
     common = load_benchmark_module("_common")
