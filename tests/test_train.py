@@ -125,13 +125,51 @@ def test_ctrl_c_while_the_interrupted_run_saves_waits_for_the_checkpoint(tmp_pat
     assert load_checkpoint(list_checkpoints(tmp_path)[0])["step"] == 5
 
 
-def test_a_second_ctrl_c_stops_at_once_and_training_runs_outside_the_main_thread(mnist_small, tiny_config,
-                                                                                 monkeypatch, python_ctrl_c):
-    trainer = Trainer(tiny_config, mnist_small[0], device="cpu")
-    _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step=3, presses=2)  # e.g. a step that hangs
+def _ctrl_c_during_the_forward_pass(trainer, at_step: int, presses: int):
+    """Make Ctrl-C land ``presses`` times in the network's forward pass at ``at_step`` (a step that hangs)."""
+    def hook(module, inputs, output):
+        if trainer.step == at_step and trainer.model.training:
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+
+    return trainer.model.register_forward_hook(hook)
+
+
+def _assert_resumes_exactly(tmp_path, images, config, full_history):
+    resumed = Trainer(config, images, out_dir=tmp_path, device="cpu")
+    resumed.fit()
+    assert resumed.history == full_history  # float for float
+
+
+def test_a_second_ctrl_c_mid_step_stops_at_once_and_drops_the_step(tmp_path, mnist_small, tiny_config,
+                                                                  python_ctrl_c):
+    images = mnist_small[0]
+    full = Trainer(tiny_config, images, device="cpu").fit()
+    trainer = Trainer(tiny_config, images, out_dir=tmp_path, device="cpu")
+    hook = _ctrl_c_during_the_forward_pass(trainer, at_step=5, presses=2)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
-    assert trainer.step == 3  # stopped inside step 3
+    hook.remove()
+    # stopped inside step 5 before its update: the checkpoint is step 5's start, with step 5's draws put back
+    assert trainer.step == 5 and len(trainer.history) == 5
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000005.pt"]
+    _assert_resumes_exactly(tmp_path, images, tiny_config, full)
+
+
+def test_a_second_ctrl_c_while_a_step_commits_waits_for_the_commit(tmp_path, mnist_small, tiny_config, monkeypatch,
+                                                                  python_ctrl_c):
+    images = mnist_small[0]
+    full = Trainer(tiny_config, images, device="cpu").fit()
+    trainer = Trainer(tiny_config, images, out_dir=tmp_path, device="cpu")
+    _ctrl_c_during_the_ema_update(trainer, monkeypatch, at_step=3, presses=2)  # between the optimizer and the EMA
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.step == 4 and [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000004.pt"]
+    monkeypatch.undo()
+    _assert_resumes_exactly(tmp_path, images, tiny_config, full)
+
+
+def test_training_runs_outside_the_main_thread(mnist_small, tiny_config):
     # Python runs signal handlers only in the main thread, and may not install them elsewhere: fit leaves them be
     import threading
 

@@ -308,6 +308,7 @@ class Trainer:
         self.step = 0
         self.history: list[float] = []
         self.skipped_steps: list[int] = []
+        self._stop: _StopBetweenSteps | None = None  # set while fit() runs
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and has_native_bf16(self.device))
         if self.out_dir is not None:
@@ -339,10 +340,21 @@ class Trainer:
         return self.ema.model
 
     # ---- state ----------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def rng_state(self) -> dict:
+        """The random-number streams a step draws from (copies, read on the host: no GPU sync)."""
         rng = {"torch": torch.get_rng_state(), "batch": self.batch_generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def set_rng_state(self, rng: dict) -> None:
+        torch.set_rng_state(rng["torch"].cpu())
+        self.batch_generator.set_state(rng["batch"].cpu())
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+
+    def state_dict(self) -> dict:
+        rng = self.rng_state()
         return {
             "config": self.config.to_dict(),
             "unet_config": self.model.config.to_dict() if hasattr(self.model, "config") else {},
@@ -383,10 +395,7 @@ class Trainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.skipped_steps = list(state.get("skipped_steps", []))
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        self.batch_generator.set_state(state["rng"]["batch"].cpu())
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        self.set_rng_state(state["rng"])
         if self.config.progress and "path" in state and self.is_main:
             print(f"resumed from {state['path']} at step {self.step}")
 
@@ -441,6 +450,14 @@ class Trainer:
                                                    float("inf"))
         # one read-back per step (it waits for the GPU): the loss for the history, the norm for the NaN check
         value, norm = torch.stack([distributed.mean_across_ranks(loss.detach()).float(), grad_norm.float()]).tolist()
+        # from here the step is committed: the weights, the optimizer, the EMA, the schedule and the counter change
+        # together, and inside fit() not even a second Ctrl-C splits them (it stops the run just after)
+        with self._stop.shield() if self._stop is not None else contextlib.nullcontext():
+            self._commit(value, norm)
+        return value
+
+    def _commit(self, value: float, norm: float) -> None:
+        cfg = self.config
         if not (math.isfinite(value) and math.isfinite(norm)):
             what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {norm}"
             if cfg.on_nan == "raise":
@@ -448,7 +465,7 @@ class Trainer:
                     f"{what} at step {self.step}. Try a lower lr (now {cfg.lr}), grad_clip > 0, or amp='off'; "
                     "or set on_nan='skip' to skip such steps."
                 )
-            warnings.warn(f"{what} at step {self.step}: skipping this update (on_nan='skip')", stacklevel=2)
+            warnings.warn(f"{what} at step {self.step}: skipping this update (on_nan='skip')", stacklevel=3)
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_steps.append(self.step)
             # a skipped step still uses up its learning rate, so the schedule stays tied to the step count;
@@ -463,7 +480,6 @@ class Trainer:
             self.lr_scheduler.step()
         self.step += 1
         self.history.append(value)
-        return value
 
     def rank_rng(self, step: int | None = None) -> contextlib.AbstractContextManager:
         """The random-number context of this rank's forward pass at ``step`` (default: the current step).
@@ -495,9 +511,10 @@ class Trainer:
         """Train until ``steps`` (default ``config.steps``) have been done in total; returns the loss history.
 
         Ctrl-C (KeyboardInterrupt) saves a checkpoint, then re-raises so the caller stops too. A Ctrl-C that
-        arrives during a step takes effect when that step is done (a second one stops at once), so the checkpoint
-        never holds half a step: weights updated but not the EMA or the step counter, which a resumed run
-        would then train again.
+        arrives during a step takes effect when that step is done. A second one stops at once (a step may hang):
+        during the forward and backward passes the step is dropped, its random draws put back, and the checkpoint
+        is that of the step before; during the few lines that commit the step (optimizer, EMA, counter) it waits
+        for them. Either way the checkpoint never holds half a step, and a resumed run is the uninterrupted one.
         """
         target = self.config.steps if steps is None else check_int("steps", steps, min_value=0)
         bar = None
@@ -507,8 +524,11 @@ class Trainer:
             bar = tqdm(total=target, initial=min(self.step, target), desc="training", dynamic_ncols=True)
         try:
             with _StopBetweenSteps() as stop:
+                self._stop = stop
+                start = None
                 try:
                     while self.step < target:
+                        start = (self.step, self.rng_state())
                         self.train_step()
                         if bar is not None:
                             bar.update(1)
@@ -521,11 +541,14 @@ class Trainer:
                         # ranks, all of them stop after the same step (one that waited for the others would hang)
                         stop.deliver(self._any_rank_stopping if self.world_size > 1 else None)
                 except KeyboardInterrupt:
+                    if start is not None and self.step == start[0]:  # stopped before the step's commit: undo
+                        self.set_rng_state(start[1])  # its draws (the weights and the rest are still untouched)
                     path = self.save()  # still inside: one more Ctrl-C while it is written waits for it
                     if path is not None:
                         print(f"\ninterrupted at step {self.step}: checkpoint saved to {path}; run again to resume")
                     raise
         finally:
+            self._stop = None
             if bar is not None:
                 bar.close()
         if self.out_dir is not None and not (self.out_dir / checkpoint_path(".", self.step).name).exists():
@@ -546,6 +569,8 @@ class _StopBetweenSteps:
     def __init__(self):
         self.previous: dict = {}
         self.held: tuple | None = None
+        self.shielded = False
+        self.urgent: tuple | None = None  # a second signal that came inside shield()
 
     def __enter__(self) -> "_StopBetweenSteps":
         if threading.current_thread() is threading.main_thread():
@@ -559,9 +584,24 @@ class _StopBetweenSteps:
     def _hold(self, signum, frame):
         if self.held is None:
             self.held = (signum, frame)
+        elif self.shielded:  # the second one, while a step commits: stop as soon as it has
+            self.urgent = (signum, frame)
         else:  # the second one: stop now
             self.held = None
             self.previous[signum](signum, frame)
+
+    @contextlib.contextmanager
+    def shield(self):
+        """Inside this block even a second signal waits, and runs its handler when the block ends."""
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        urgent, self.urgent = self.urgent, None
+        if urgent is not None:
+            self.held = None
+            self.previous[urgent[0]](*urgent)
 
     def deliver(self, agree=None) -> None:
         """Run the held signal's handler, if a signal is held. ``agree(held) -> bool``, when given, is asked
