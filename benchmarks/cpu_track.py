@@ -71,9 +71,9 @@ def evaluate(trainer: Trainer, args, train_seconds: float) -> dict:
     if config.class_conditional:
         labels = torch.arange(args.eval_samples) % 10
         point["guided"] = {}
-        for w in args.guidance:
-            images = generate(model, schedule, config, args.eval_samples, args.sample_steps, 2, labels, w)
-            point["guided"][str(w)] = _common.score(images, labels, data_dir=args.data_dir)
+        for s in args.guidance:
+            images = generate(model, schedule, config, args.eval_samples, args.sample_steps, 2, labels, s)
+            point["guided"][str(s)] = _common.score(images, labels, data_dir=args.data_dir)
     return point
 
 
@@ -83,8 +83,8 @@ def summary(point: dict) -> str:
             f"(floor {u['frechet_distance_floor']:.3f}) >0.9 {u['frac_confident_0.9']:.1%} "
             f"in dist. {u['frac_in_distribution']:.1%} "
             f"classes {sum(c > 0 for c in u['class_histogram'])}")
-    for w, g in point.get("guided", {}).items():
-        text += f" | w={w}: acc {g['accuracy']:.1%} >0.9 {g['frac_confident_0.9']:.1%} FD {g['frechet_distance']:.3f}"
+    for s, g in point.get("guided", {}).items():
+        text += f" | s={s}: acc {g['accuracy']:.1%} >0.9 {g['frac_confident_0.9']:.1%} FD {g['frechet_distance']:.3f}"
     return text
 
 
@@ -94,8 +94,8 @@ def table_rows(result: dict, date: str, machine: str, command: str) -> str:
     rows = []
     for p in result["curve"]:
         u = p["unconditional"]
-        guided = "; ".join(f"w={w}: {g['accuracy']:.1%} / {g['frac_confident_0.9']:.1%} / "
-                           f"{g['frechet_distance']:.3f}" for w, g in p.get("guided", {}).items()) or "-"
+        guided = "; ".join(f"s={s}: {g['accuracy']:.1%} / {g['frac_confident_0.9']:.1%} / "
+                           f"{g['frechet_distance']:.3f}" for s, g in p.get("guided", {}).items()) or "-"
         rows.append(f"| {date} | {machine} | {recipe} | {result['parameters']:,} | {p['step']} | "
                     f"{p['train_seconds']:.0f} | {p['grid_64_seconds']:.1f} | DDIM {result['sample_steps']} | "
                     f"{u['frechet_distance']:.3f} / {u['frechet_distance_floor']:.3f} | {u['frac_confident_0.9']:.1%} | "

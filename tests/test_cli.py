@@ -73,6 +73,13 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
         assert result.returncode == 2 and words in result.stderr, result.stderr
 
 
+def test_sample_folder_names_each_setting():
+    parse = cli.build_parser().parse_args
+    assert cli.sample_folder_name(parse(["sample", "--run", "r"]), 1000) == "samples-ddim50-n64-seed0"
+    args = parse(["sample", "--run", "r", "--method", "ddpm", "--eta", "0.5", "--digit", "7", "--guidance-scale", "2"])
+    assert cli.sample_folder_name(args, 500) == "samples-ddpm500-n64-eta0.5-digit7-s2-seed0"  # s: guidance scale
+
+
 def test_unknown_preset_and_flag_are_clear():
     result = run_cli("train", "--preset", "huge")
     assert result.returncode == 2 and "invalid choice: 'huge'" in result.stderr and "'smoke'" in result.stderr

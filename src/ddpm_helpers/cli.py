@@ -239,12 +239,13 @@ def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
 
 
 def sample_folder_name(args, num_timesteps: int) -> str:
-    """``samples-ddim50-n2000-seed0`` (plus ``-eta``, ``-digit``, ``-w`` when set): one folder per setting."""
+    """``samples-ddim50-n2000-seed0``, plus ``-eta``, ``-digit`` and ``-s`` (the guidance scale) when set: one folder
+    per setting."""
     steps = num_timesteps if args.method == "ddpm" else args.steps
     name = f"samples-{args.method}{steps}-n{args.num}"
     name += f"-eta{args.eta:g}" if args.eta else ""
     name += f"-digit{args.digit}" if args.digit is not None else ""
-    name += f"-w{args.guidance_scale:g}" if args.guidance_scale != 1.0 else ""
+    name += f"-s{args.guidance_scale:g}" if args.guidance_scale != 1.0 else ""
     return f"{name}-seed{args.seed}"
 
 
