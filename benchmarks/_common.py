@@ -204,19 +204,37 @@ def record(name: str, result: dict, row: str | None, *, smoke: bool, force: bool
     return path
 
 
-def _append_row(section: str, row: str) -> None:
-    """Append ``row`` at the end of the ``## <section>`` part of RESULTS.md (earlier rows are kept)."""
-    text = RESULTS_MD.read_text()
+def _append_row(section: str, row: str, results_md: Path | None = None) -> None:
+    """Add ``row`` to the ``## <section>`` part of RESULTS.md (earlier rows are kept).
+
+    A table row goes right after the last line of the section's table with as many columns (prose that follows the
+    table stays below it); anything else, or a row no table fits, goes at the end of the section.
+    """
+    results_md = results_md or RESULTS_MD
+    text = results_md.read_text()
     heading = f"\n## {section}\n"
     if heading not in text:
         raise KeyError(f"RESULTS.md has no section '## {section}'; add its heading and table header first")
     start = text.index(heading) + len(heading)
     nxt = text.find("\n## ", start)
     end = len(text) if nxt == -1 else nxt
-    section_text = text[start:end].rstrip("\n") + "\n" + row.rstrip("\n") + "\n"
-    tmp = RESULTS_MD.with_suffix(".tmp")
+    lines = text[start:end].rstrip("\n").split("\n")
+    new = row.rstrip("\n").split("\n")
+    at = len(lines)
+    if new[0].startswith("| "):
+        columns = new[0].count(" | ")
+        in_table = False  # inside a table whose header has as many columns as the row
+        for i, line in enumerate(lines):
+            if line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|--"):
+                in_table = line.count(" | ") == columns  # a header line, then its |---| line
+            elif not line.startswith("|"):
+                in_table = False
+            if in_table and line.startswith("|"):
+                at = i + 1
+    section_text = "\n".join(lines[:at] + new + lines[at:]) + "\n"
+    tmp = results_md.with_suffix(".tmp")
     tmp.write_text(text[:start] + section_text + ("\n" + text[end:].lstrip("\n") if nxt != -1 else ""))
-    tmp.replace(RESULTS_MD)
+    tmp.replace(results_md)
 
 
 def markdown_row(cells: list[str]) -> str:

@@ -586,3 +586,19 @@ def test_bf16_sampling_runs_the_network_in_bf16_and_keeps_the_images_close_to_fp
         common.draw_samples(model, schedule, config, 2, "ddim", 2, "cpu", precision="fp16")
     result = run_script("gpu_targets.py", "--sampling-precision", "fp32,fp16", timeout=120)
     assert result.returncode == 2 and "--sampling-precision" in result.stderr and "fp32, bf16" in result.stderr
+
+
+def test_a_recorded_row_joins_its_table_not_the_prose_below_it(tmp_path):
+    common = load_benchmark_module("_common")
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# R\n\n## one\n\nIntro.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nA note on the row above.\n\n"
+                  "| x | y | z |\n|---|---|---|\n\nMore prose.\n\n## two\n\ntext\n")
+    common._append_row("one", "| 3 | 4 |", md)
+    common._append_row("one", "| 5 | 6 | 7 |", md)
+    common._append_row("one", "A line of prose.", md)
+    common._append_row("two", "| 8 | 9 |", md)  # no table of that shape: the end of the section
+    assert md.read_text() == ("# R\n\n## one\n\nIntro.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n\n"
+                              "A note on the row above.\n\n| x | y | z |\n|---|---|---|\n| 5 | 6 | 7 |\n\nMore prose.\n"
+                              "A line of prose.\n\n## two\n\ntext\n| 8 | 9 |\n")
+    with pytest.raises(KeyError, match="no section '## three'"):
+        common._append_row("three", "| 1 |", md)
