@@ -340,21 +340,22 @@ class Trainer:
         return self.ema.model
 
     # ---- state ----------------------------------------------------------------------------
-    def rng_state(self) -> dict:
+    def _rng_state(self) -> dict:
         """The random-number streams a step draws from (copies, read on the host: no GPU sync)."""
         rng = {"torch": torch.get_rng_state(), "batch": self.batch_generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return rng
 
-    def set_rng_state(self, rng: dict) -> None:
+    def _set_rng_state(self, rng: dict) -> None:
+        """Put back streams read by :meth:`_rng_state` (or saved in a checkpoint's ``rng``)."""
         torch.set_rng_state(rng["torch"].cpu())
         self.batch_generator.set_state(rng["batch"].cpu())
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
 
     def state_dict(self) -> dict:
-        rng = self.rng_state()
+        rng = self._rng_state()
         return {
             "config": self.config.to_dict(),
             "unet_config": self.model.config.to_dict() if hasattr(self.model, "config") else {},
@@ -395,7 +396,7 @@ class Trainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.skipped_steps = list(state.get("skipped_steps", []))
-        self.set_rng_state(state["rng"])
+        self._set_rng_state(state["rng"])
         if self.config.progress and "path" in state and self.is_main:
             print(f"resumed from {state['path']} at step {self.step}")
 
@@ -528,7 +529,7 @@ class Trainer:
                 start = None
                 try:
                     while self.step < target:
-                        start = (self.step, self.rng_state())
+                        start = (self.step, self._rng_state())
                         self.train_step()
                         if bar is not None:
                             bar.update(1)
@@ -542,7 +543,7 @@ class Trainer:
                         stop.deliver(self._any_rank_stopping if self.world_size > 1 else None)
                 except KeyboardInterrupt:
                     if start is not None and self.step == start[0]:  # stopped before the step's commit: undo
-                        self.set_rng_state(start[1])  # its draws (the weights and the rest are still untouched)
+                        self._set_rng_state(start[1])  # its draws (the weights and the rest are still untouched)
                     path = self.save()  # still inside: one more Ctrl-C while it is written waits for it
                     if path is not None:
                         print(f"\ninterrupted at step {self.step}: checkpoint saved to {path}; run again to resume")
@@ -587,8 +588,12 @@ class _StopBetweenSteps:
         elif self.shielded:  # the second one, while a step commits: stop as soon as it has
             self.urgent = (signum, frame)
         else:  # the second one: stop now
-            self.held = None
-            self.previous[signum](signum, frame)
+            self._run((signum, frame))
+
+    def _run(self, held: tuple) -> None:
+        """Run the original handler of the signal ``held`` = (signum, frame); nothing stays held."""
+        self.held = None
+        self.previous[held[0]](*held)
 
     @contextlib.contextmanager
     def shield(self):
@@ -600,8 +605,7 @@ class _StopBetweenSteps:
             self.shielded = False
         urgent, self.urgent = self.urgent, None
         if urgent is not None:
-            self.held = None
-            self.previous[urgent[0]](*urgent)
+            self._run(urgent)
 
     def deliver(self, agree=None) -> None:
         """Run the held signal's handler, if a signal is held. ``agree(held) -> bool``, when given, is asked
@@ -609,9 +613,7 @@ class _StopBetweenSteps:
         if agree is not None and agree(self.held is not None) and self.held is None:
             raise KeyboardInterrupt  # another rank was interrupted: stop after the same step as it
         if self.held is not None:
-            signum, frame = self.held
-            self.held = None
-            self.previous[signum](signum, frame)
+            self._run(self.held)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         for sig, handler in self.previous.items():
