@@ -141,3 +141,20 @@ def test_noise_is_drawn_where_the_generator_lives(monkeypatch):
         s.q_sample(x0, t, generator=torch.Generator().manual_seed(1)),
         s.sqrt_one_minus_alpha_bar[9] * noise_like(x0, torch.Generator().manual_seed(1)),
     )
+
+
+def test_float64_inputs_keep_float64_accuracy():
+    """A float64 check must not be limited to float32 by the float32 tables (review, 2026-12-04): near t = T-1
+    the cosine schedule's sqrt(alpha_bar) is tiny, and dividing by its float32 value gave errors of 1e-4."""
+    sched = NoiseSchedule.from_name("cosine", 1000)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 1, 4, 4, generator=gen, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(3, 1, 4, 4, generator=gen, dtype=torch.float64)
+    t = torch.tensor([999, 990, 500])
+    x_t = sched.q_sample(x0, t, eps)
+    assert x_t.dtype == torch.float64
+    assert (sched.predict_x0_from_eps(x_t, t, eps) - x0).abs().max() < 1e-9
+    x0_hat, eps_hat = sched.to_x0_and_eps(sched.velocity(x0, t, eps), x_t, t, "v")
+    assert (x0_hat - x0).abs().max() < 1e-9 and (eps_hat - eps).abs().max() < 1e-9
+    x32 = sched.q_sample(x0.float(), t, eps.float())  # float32 inputs stay float32
+    assert x32.dtype == torch.float32 and torch.allclose(x32.double(), x_t, atol=1e-6)

@@ -14,7 +14,7 @@ from ddpm_helpers.checkpoint import load_checkpoint, prune_checkpoints
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import get_preset
-from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, predict, sample
+from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict, sample
 from ddpm_helpers.schedules import NoiseSchedule, make_betas
 from ddpm_helpers.train import EMA, Trainer, TrainConfig, seed_everything, select_device
 from ddpm_helpers.unet import SimpleUNet, UNet, UNetConfig, sinusoidal_embedding
@@ -175,6 +175,34 @@ CASES = [
     ("image shape an int", lambda: sample(NET, S, 2, image_shape=28), ValueError, r"image_shape must be \(C, H, W\)"),
     ("ddim eta above 1", lambda: sample(NET, S, 2, method="ddim", steps=2, eta=3.0, image_shape=(1, 4, 4)), ValueError,
      r"eta must be a finite number in \[0.0, 1.0\]"),
+    # found by the review of 2026-12-04
+    ("linear beta_start negative", lambda: make_betas("linear", 10, beta_start=-0.5), ValueError,
+     r"beta_start must be a finite number in \(0.0, 1.0\), got -0.5"),
+    ("cosine s negative", lambda: make_betas("cosine", 10, s=-1), ValueError, r"s must be a finite number in \[0.0, 1.0\]"),
+    ("cosine max_beta 1", lambda: NoiseSchedule.from_name("cosine", 10, max_beta=1.0), ValueError,
+     r"max_beta must be a finite number in \(0.0, 1.0\), got 1.0"),
+    ("min-snr t past T", lambda: min_snr_weight(S, torch.tensor([10]), 5.0), ValueError, r"t must hold 0-based .* \[0, 9\]"),
+    ("min-snr t negative", lambda: min_snr_weight(S, torch.tensor([-1]), 5.0), ValueError, r"got values in \[-1, -1\]"),
+    ("min-snr t float", lambda: min_snr_weight(S, torch.tensor([2.0]), 5.0), TypeError, "t must have an integer dtype"),
+    ("label_drop_prob without y", lambda: diffusion_loss(NET, S, X, label_drop_prob=7.0), ValueError,
+     r"label_drop_prob must be a finite number in \[0.0, 1.0\], got 7.0"),
+    ("velocity names x0", lambda: S.velocity(NAN, T2, X), ValueError, "x0 contains 32 NaN"),
+    ("eps shape", lambda: S.predict_x0_from_eps(X, T2, torch.zeros(1, 1, 2, 2)), ValueError,
+     r"eps must have the shape of x_t \(2, 1, 4, 4\), got \(1, 1, 2, 2\)"),
+    ("posterior x0 a list", lambda: S.q_posterior_mean_variance([0], X, T2), TypeError, "x0 must be a torch.Tensor"),
+    ("model_output None", lambda: S.to_x0_and_eps(None, X, T2), TypeError, "model_output must be a torch.Tensor"),
+    ("t a string", lambda: S.q_sample(X, "3"), TypeError, "t must be an integer or a torch.Tensor"),
+    ("t a bool tensor", lambda: ddpm_step(S, X, torch.tensor(True), X), TypeError, "t must be an integer"),
+    ("ddpm steps float", lambda: sample(NET, S, 2, steps=10.0, image_shape=(1, 4, 4)), TypeError,
+     "steps must be an integer, got 10.0"),
+    ("dpm previous not a pair", lambda: dpm_solver_2m_step(S, X, 5, 3, X, previous=X), TypeError,
+     r"previous must be None or a pair \(t_last, x0_hat_last\)"),
+    ("predict label past null", lambda: predict(COND, X, 1, torch.tensor([0, 11])), ValueError,
+     r"y must hold labels in \[0, 10\] .* got values in \[0, 11\]"),
+    ("predict label count", lambda: predict(COND, X, 1, torch.tensor([0, 1, 2])), ValueError,
+     r"y must hold one label per sample \(2\), got 3"),
+    ("sample a function", lambda: sample(lambda x, t: x, S, 2), TypeError, "model must be a torch.nn.Module"),
+    ("drop_labels float labels", lambda: drop_labels(torch.zeros(3), 10, 0.5), TypeError, "y must have an integer dtype"),
 ]
 
 
@@ -213,3 +241,37 @@ def test_one_integer_is_a_one_level_tuple():
     config = TrainConfig.from_dict({**TINY.to_dict(), **values})
     assert config.attention_levels == (1,) and config.channel_mults == (1, 2)
     assert UNetConfig(channel_mults=[1, 2], attention_levels=1).attention_levels == (1,)
+
+
+def test_good_values_of_other_types_are_accepted():
+    """NumPy scalars and one-number tensors are numbers; any integer index dtype is an index (review, 2026-12-04)."""
+    import numpy as np
+
+    from ddpm_helpers._validate import check_float, check_int
+
+    assert check_float("eta", np.float32(0.5)) == 0.5 and check_float("eta", torch.tensor(0.25)) == 0.25
+    assert check_float("eta", np.int64(0)) == 0.0 and check_int("t", np.int64(3)) == 3
+    assert check_timesteps("t", np.int64(3), 10).tolist() == [3]
+    x_next, _ = ddim_step(S, X, 5, 3, X, eta=np.float32(0.0))
+    assert x_next.shape == X.shape
+
+
+def test_uint8_timesteps_index_like_long():
+    """PyTorch reads a uint8 index tensor as a mask: with as many images as steps, q_sample used to return the
+    table itself (every t) instead of entry 3 ten times."""
+    x0, noise = torch.zeros(10, 1, 2, 2), torch.ones(10, 1, 2, 2)
+    t = torch.full((10,), 3)
+    want = S.q_sample(x0, t, noise)
+    assert torch.equal(S.q_sample(x0, t.to(torch.uint8), noise), want)
+    assert torch.allclose(want, torch.full_like(want, float(S.sqrt_one_minus_alpha_bar[3])))
+    assert torch.equal(min_snr_weight(S, t.to(torch.uint8), 5.0), min_snr_weight(S, t, 5.0))
+    assert check_timesteps("t", torch.tensor([1, 2], dtype=torch.int16), 10).dtype == torch.long
+
+
+def test_sampling_a_model_without_parameters_runs_on_the_cpu():
+    class Zero(torch.nn.Module):  # predicts no noise at all
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    out = sample(Zero(), S, 2, method="ddim", steps=3, image_shape=(1, 4, 4))
+    assert out.device.type == "cpu" and out.shape == (2, 1, 4, 4)

@@ -57,6 +57,7 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     """Return ``value`` as an int, or raise naming ``name`` and the accepted range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) and not (
         isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point()
+        and not value.is_complex() and value.dtype != torch.bool
     ):
         raise TypeError(f"{name} must be an integer, got {_show(value)}")
     value = int(value)
@@ -93,7 +94,9 @@ def check_float(
     max_inclusive: bool = True,
 ) -> float:
     """Return ``value`` as a finite float in the given interval, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()  # a one-number tensor, e.g. torch.tensor(0.5)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numbers.Real: NumPy's scalars too
         raise TypeError(f"{name} must be a real number, got {_show(value)}")
     value = float(value)
     lo_b = "[" if min_inclusive else "("
@@ -171,11 +174,16 @@ def check_pixel_range(name: str, images: torch.Tensor) -> torch.Tensor:
 
 
 def check_timesteps(name: str, t: Any, num_timesteps: int, batch: int | None = None) -> torch.Tensor:
-    """Check a batch of 0-based timestep indices: integers in [0, num_timesteps - 1]."""
-    if isinstance(t, int) and not isinstance(t, bool):
-        t = torch.tensor([t])
+    """Check a batch of 0-based timestep indices, integers in [0, num_timesteps - 1], and return them as a
+    ``(B,)`` long tensor (an index tensor of another integer dtype, uint8 in particular, would not index a
+    table as expected: PyTorch reads a uint8 or bool index as a mask)."""
+    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
+        t = torch.tensor([int(t)])
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be an integer or a torch.Tensor of integer timestep indices (shape (B,)), "
+                        f"got {_show(t)}")
     check_tensor(name, t, ndim=(0, 1), floating=False)
-    t = t.reshape(-1)
+    t = t.reshape(-1).long()
     if t.numel() and _read_values(t) and (int(t.min()) < 0 or int(t.max()) >= num_timesteps):
         raise ValueError(
             f"{name} must hold 0-based timestep indices in [0, {num_timesteps - 1}] "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_float, check_tensor, check_timesteps
+from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps
 from .schedules import PREDICTION_TYPES, NoiseSchedule, noise_like
 
 
@@ -21,6 +21,7 @@ def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, predi
     divided by SNR for eps, by SNR + 1 for v, unchanged for x0. Shape (B,)."""
     check_float("gamma", gamma, min_value=0.0, min_inclusive=False)
     check_choice("prediction", prediction, PREDICTION_TYPES)
+    t = check_timesteps("t", t, schedule.num_timesteps)
     snr = schedule.snr[t.to(schedule.device)]
     clipped = snr.clamp(max=gamma)
     if prediction == "eps":
@@ -32,6 +33,8 @@ def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, predi
 
 def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Replace each label by the null class ``num_classes`` with probability ``p`` (for classifier-free guidance)."""
+    check_tensor("y", y, floating=False)
+    check_int("num_classes", num_classes, min_value=1)
     check_float("p", p, min_value=0.0, max_value=1.0)
     if p == 0:
         return y
@@ -59,6 +62,7 @@ def diffusion_loss(
     probability ``label_drop_prob`` so that the same network also learns the unconditional model.
     """
     check_choice("prediction", prediction, PREDICTION_TYPES)
+    check_float("label_drop_prob", label_drop_prob, min_value=0.0, max_value=1.0)  # also when y is None
     check_tensor("x0", x0, ndim=4, floating=True, finite=True)
     batch, T = x0.shape[0], schedule.num_timesteps
     gen_device = x0.device if generator is None else generator.device

@@ -20,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_device, check_float, check_int, check_tensor, skip_value_checks
+from ._validate import (_read_values, _show, check_choice, check_device, check_float, check_int, check_tensor,
+                        skip_value_checks)
 from .schedules import PREDICTION_TYPES, NoiseSchedule, noise_like
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
@@ -157,6 +158,8 @@ def dpm_solver_2m_step(
     alpha_prev, sigma_prev, lam_prev = _alpha_sigma_lambda(schedule, t_prev)
     h = lam_prev - lam_t
     d = x0
+    if previous is not None and not (isinstance(previous, (tuple, list)) and len(previous) == 2):
+        raise TypeError(f"previous must be None or a pair (t_last, x0_hat_last) from the step before, got {_show(previous)}")
     if previous is not None and t_prev >= 0:
         t_last, x0_last = previous
         check_int("previous[0] (t_last)", t_last, min_value=t + 1, max_value=T - 1)
@@ -179,6 +182,19 @@ def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return [int(round(num_timesteps - i * ratio)) - 1 for i in range(steps)]
 
 
+def _check_labels(y: torch.Tensor, model: nn.Module, batch: int) -> None:
+    """``y`` must be one integer label per image, in [0, num_classes] (num_classes itself: the null label, which
+    asks for an unconditional prediction), for a class-conditional ``model``."""
+    check_tensor("y", y, ndim=1, floating=False)
+    if getattr(model, "num_classes", None) is None:
+        raise ValueError("y (class labels) was given, but the model is unconditional (num_classes=None)")
+    if y.shape[0] != batch:
+        raise ValueError(f"y must hold one label per sample ({batch}), got {y.shape[0]}")
+    if y.numel() and _read_values(y) and (int(y.min()) < 0 or int(y.max()) > model.num_classes):
+        raise ValueError(f"y must hold labels in [0, {model.num_classes}] ({model.num_classes}: the null label, "
+                         f"unconditional), got values in [{int(y.min())}, {int(y.max())}]")
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -190,11 +206,11 @@ def predict(
     """The network's output at index ``t``, with classifier-free guidance when ``y`` is given and the scale is not 1."""
     t = check_int("t", t, min_value=0)  # the network checks the upper end against its own T
     check_float("guidance_scale", guidance_scale, min_value=0.0)
+    check_tensor("x_t", x_t, floating=True)
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None:
         return model(x_t, t_batch)
-    if getattr(model, "num_classes", None) is None:
-        raise ValueError("y (class labels) was given, but the model is unconditional (num_classes=None)")
+    _check_labels(y, model, x_t.shape[0])
     if guidance_scale == 1.0:
         return model(x_t, t_batch, y)
     null = torch.full_like(y, model.num_classes)
@@ -262,8 +278,10 @@ def sample(
     With ``return_trajectory``, also returns ``[(t, x_t on CPU), ...]`` every ``trajectory_every``
     steps, for animations: ``t`` is the 0-based index of the state (``T-1`` is the starting noise,
     ``-1`` the finished image). The model is put in eval mode for sampling and given back in the mode
-    it came in.
+    it came in. It runs on ``device``, by default its own (the CPU for a model without parameters).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module called as model(x_t, t) or model(x_t, t, y), got {_show(model)}")
     check_choice("method", method, METHODS)
     check_choice("prediction", prediction, PREDICTION_TYPES)
     check_choice("sigma", sigma, SIGMA_CHOICES)
@@ -275,21 +293,21 @@ def sample(
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in image_shape)):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape}")
     T = schedule.num_timesteps
+    if steps is not None:
+        check_int("steps", steps, min_value=1, max_value=T)
     if method == "ddpm":
         if steps not in (None, T):
             raise ValueError(f"steps must be None or T={T} for method='ddpm' (use method='ddim' for fewer), got {steps}")
         timesteps = list(range(T - 1, -1, -1))
     else:
         timesteps = ddim_timesteps(T, min(DEFAULT_STEPS[method], T) if steps is None else steps)
-    device = next(model.parameters()).device if device is None else check_device("device", device)
+    if device is None:  # the model's device; a model without parameters (an oracle, say) runs on the CPU
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    else:
+        device = check_device("device", device)
     if y is not None:
-        check_tensor("y", y, ndim=1, floating=False)
-        if getattr(model, "num_classes", None) is None:
-            raise ValueError("y (class labels) was given, but the model is unconditional (num_classes=None)")
-        if y.shape[0] != num_samples:
-            raise ValueError(f"y must hold one label per sample ({num_samples}), got {y.shape[0]}")
-        if int(y.min()) < 0 or int(y.max()) > model.num_classes:
-            raise ValueError(f"y must hold labels in [0, {model.num_classes}], got [{int(y.min())}, {int(y.max())}]")
+        _check_labels(y, model, num_samples)
         y = y.to(device)
     schedule = schedule.to(device)
 

@@ -8,7 +8,8 @@ The paper counts diffusion steps :math:`t = 1, \dots, T`. Code counts **0-based 
 "``x_t``" in code is the image after ``t + 1`` noising steps. Clean data is ``x0`` and has no index.
 This is also the convention of ``diffusers`` and of OpenAI's ``improved-diffusion``.
 
-Everything is computed in float64 and stored as float32 tensors. A :class:`NoiseSchedule` moves
+Everything is computed in float64 and stored as float32 tensors (float64 inputs are served from
+float64 copies, so a float64 check keeps float64 accuracy). A :class:`NoiseSchedule` moves
 with ``.to(device)``; :func:`extract` also moves indices to the schedule's device, so the seed
 article's "indices should be either on cpu or on the same device" crash cannot happen.
 """
@@ -44,24 +45,37 @@ def sigmoid_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float 
     return torch.sigmoid(x) * (beta_end - beta_start) + beta_start
 
 
+_OPTIONS = {  # each schedule's options: (lowest, highest, whether the ends themselves are allowed)
+    "linear": {"beta_start": (0.0, 1.0, False), "beta_end": (0.0, 1.0, False)},
+    "sigmoid": {"beta_start": (0.0, 1.0, False), "beta_end": (0.0, 1.0, False)},
+    "cosine": {"s": (0.0, 1.0, True), "max_beta": (0.0, 1.0, False)},
+}
+
+
 def make_betas(name: str, num_timesteps: int, **kwargs: float) -> torch.Tensor:
-    """Return the float64 betas of the schedule ``name`` (one of :data:`SCHEDULES`) for ``T`` steps."""
+    """Return the float64 betas of the schedule ``name`` (one of :data:`SCHEDULES`) for ``T`` steps.
+
+    Options: ``beta_start`` and ``beta_end`` (linear, sigmoid), each in (0, 1); ``s`` in [0, 1] and ``max_beta``
+    in (0, 1) (cosine)."""
     check_choice("schedule", name, SCHEDULES)
     check_int("num_timesteps", num_timesteps, min_value=1)
+    for key, value in kwargs.items():
+        if key not in _OPTIONS[name]:
+            raise TypeError(f"schedule {name!r} does not take the option {key!r}; it takes "
+                            f"{', '.join(_OPTIONS[name])}")
+        lo, hi, ends = _OPTIONS[name][key]
+        check_float(key, value, min_value=lo, max_value=hi, min_inclusive=ends, max_inclusive=ends)
     fn = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}[name]
-    try:
-        return fn(num_timesteps, **kwargs)
-    except TypeError as err:
-        raise TypeError(f"schedule {name!r} does not take these options: {sorted(kwargs)} ({err})") from None
+    return fn(num_timesteps, **kwargs)
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
     """Pick ``a[t]`` for each sample and reshape to ``(B, 1, 1, ...)`` so it broadcasts over ``shape``.
 
-    ``t`` may live on any device: it is moved to ``a``'s device for the lookup.
+    ``t`` may live on any device: it is moved to ``a``'s device for the lookup. The result keeps ``a``'s dtype.
     """
-    out = a[t.to(a.device)].float()
-    return out.reshape(t.shape[0], *([1] * (len(shape) - 1)))
+    t = t.reshape(-1).to(a.device, torch.long)  # a uint8 or bool index would be read as a mask
+    return a[t].reshape(t.shape[0], *([1] * (len(shape) - 1)))
 
 
 def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -162,6 +176,18 @@ class NoiseSchedule:
         t = check_timesteps("t", t, self.num_timesteps, batch=x.shape[0])
         return t.expand(x.shape[0]) if t.numel() == 1 else t
 
+    @staticmethod
+    def _check_like(name: str, value: torch.Tensor, like_name: str, like: torch.Tensor) -> None:
+        check_tensor(name, value, floating=True)
+        if value.shape != like.shape:
+            raise ValueError(f"{name} must have the shape of {like_name} {tuple(like.shape)}, got {tuple(value.shape)}")
+
+    def _coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``name[t]`` shaped to broadcast over ``x``, in ``x``'s dtype and on its device; float64 inputs are
+        served from the float64 tables (the float32 ones would limit them to float32 accuracy)."""
+        table = self._float64[name] if x.dtype == torch.float64 else getattr(self, name)
+        return extract(table, t, x.shape).to(x)
+
     def q_sample(
         self,
         x0: torch.Tensor,
@@ -178,45 +204,40 @@ class NoiseSchedule:
         t = self._check(x0, t)
         if noise is None:
             noise = noise_like(x0, generator)
-        elif not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
-            raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {getattr(noise, 'shape', noise)}")
-        return extract(self.sqrt_alpha_bar, t, x0.shape).to(x0) * x0 + extract(
-            self.sqrt_one_minus_alpha_bar, t, x0.shape
-        ).to(x0) * noise
+        else:
+            self._check_like("noise", noise, "x0", x0)
+        return self._coef("sqrt_alpha_bar", t, x0) * x0 + self._coef("sqrt_one_minus_alpha_bar", t, x0) * noise
 
     def q_posterior_mean_variance(
         self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Mean and variance of :math:`q(x_{t-1} | x_t, x_0)` (eq. 6-7); the variance is :math:`\tilde\beta_t`."""
         t = self._check(x_t, t, "x_t")
-        if x0.shape != x_t.shape:
-            raise ValueError(f"x0 must have the shape of x_t {tuple(x_t.shape)}, got {tuple(x0.shape)}")
-        mean = extract(self.posterior_mean_coef_x0, t, x_t.shape).to(x_t) * x0 + extract(
-            self.posterior_mean_coef_xt, t, x_t.shape
-        ).to(x_t) * x_t
-        return mean, extract(self.posterior_variance, t, x_t.shape).to(x_t)
+        self._check_like("x0", x0, "x_t", x_t)
+        mean = self._coef("posterior_mean_coef_x0", t, x_t) * x0 + self._coef("posterior_mean_coef_xt", t, x_t) * x_t
+        return mean, self._coef("posterior_variance", t, x_t)
 
     # ---- conversions between what a network may predict ----------------------------------
-    def _coefs(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self._check(x_t, t, "x_t")
-        return (
-            extract(self.sqrt_alpha_bar, t, x_t.shape).to(x_t),
-            extract(self.sqrt_one_minus_alpha_bar, t, x_t.shape).to(x_t),
-        )
+    def _coefs(self, x: torch.Tensor, t: torch.Tensor, x_name: str = "x_t") -> tuple[torch.Tensor, torch.Tensor]:
+        t = self._check(x, t, x_name)
+        return self._coef("sqrt_alpha_bar", t, x), self._coef("sqrt_one_minus_alpha_bar", t, x)
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         r""":math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}` (eq. 15)."""
         a, s = self._coefs(x_t, t)
+        self._check_like("eps", eps, "x_t", x_t)
         return (x_t - s * eps) / a
 
     def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         r""":math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,x_0) / \sqrt{1-\bar\alpha_t}`."""
         a, s = self._coefs(x_t, t)
+        self._check_like("x0", x0, "x_t", x_t)
         return (x_t - a * x0) / s
 
     def velocity(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         r"""The v-target of Salimans & Ho (2022): :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0`."""
-        a, s = self._coefs(x0, t)
+        a, s = self._coefs(x0, t, "x0")
+        self._check_like("eps", eps, "x0", x0)
         return a * eps - s * x0
 
     def to_x0_and_eps(
@@ -224,11 +245,8 @@ class NoiseSchedule:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Turn a network's output (``prediction`` in ``"eps"``, ``"x0"``, ``"v"``) into (x0_hat, eps_hat)."""
         check_choice("prediction", prediction, PREDICTION_TYPES)
-        if model_output.shape != x_t.shape:
-            raise ValueError(
-                f"model_output must have the shape of x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}"
-            )
         a, s = self._coefs(x_t, t)
+        self._check_like("model_output", model_output, "x_t", x_t)
         if prediction == "eps":
             return (x_t - s * model_output) / a, model_output
         if prediction == "x0":
