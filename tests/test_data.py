@@ -94,3 +94,47 @@ def test_read_idx_rejects_bad_headers():
         read_idx(b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00")
     with pytest.raises(DataCorruptError, match="header promises"):
         read_idx(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02")
+
+
+def test_damaged_gzip_body_and_truncated_header_are_named(data_dir, tmp_path):
+    """A flipped byte inside the deflate stream raised a bare zlib.error, a cut header a bare struct.error
+    (review, 2026-12-04): both now say which file is broken."""
+    raw = _copy_test_files(data_dir, tmp_path)
+    path = raw / "t10k-images-idx3-ubyte.gz"
+    content = bytearray(path.read_bytes())
+    for i in range(200, 260):
+        content[i] ^= 0x5A  # damage the compressed body, not the gzip header
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataCorruptError, match=f"{path.name} is not a valid gzip file"):
+        load_mnist("test", tmp_path, download=False)
+    with pytest.raises(DataCorruptError, match="is truncated: its header promises 3 dimensions"):
+        read_idx(b"\x00\x00\x08\x03\x00\x00", "cut.idx")
+
+
+def test_load_mnist_argument_checks(data_dir, tmp_path):
+    with pytest.raises(TypeError, match="allow_subset must be True or False, got 'no'"):
+        load_mnist("test", data_dir, allow_subset="no")
+    with pytest.raises(TypeError, match="verify must be True or False"):
+        load_mnist("test", data_dir, verify="no")
+    with pytest.raises(TypeError, match="root must be None or a folder"):
+        load_mnist("test", 123)
+    with pytest.warns(UserWarning, match="limit=20000, but the test images found number only 10000"):
+        x, _ = load_mnist("test", data_dir, limit=20000)
+    assert len(x) == 10000
+
+
+def test_a_root_without_mnist_is_reported_when_another_copy_is_used(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_DATA_DIR", data_dir)
+    with pytest.warns(UserWarning, match="holds no MNIST test files; using"):
+        x, _ = load_mnist("test", tmp_path, download=False, limit=3)
+    assert x.shape == (3, 1, 28, 28)
+
+
+@pytest.mark.parametrize("bad,error,words", [
+    (torch.tensor([0, 128, 255], dtype=torch.uint8), TypeError, "images must have a floating-point dtype"),
+    (torch.tensor([0.0, float("nan")]), ValueError, "images contains 1 NaN"),
+    ([0.0, 1.0], TypeError, "images must be a torch.Tensor"),
+])
+def test_to_uint8_refuses_what_is_not_images_in_minus_one_one(bad, error, words):
+    with pytest.raises(error, match=words):
+        to_uint8(bad)

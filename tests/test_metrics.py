@@ -160,3 +160,43 @@ def test_evaluate_samples_scores_the_references_with_the_classifier_it_is_given(
     scores = evaluate_samples(real[-500:], classifier=other, kid_subsets=5)
     assert scores["frechet_distance"] < 3 * scores["frechet_distance_floor"]  # real digits score as real
     assert scores["frac_in_distribution"] > 0.9
+
+
+def test_a_classifier_in_training_mode_is_run_in_eval_mode_and_given_back_unchanged(classifier, data_dir):
+    """Review, 2026-12-04: in training mode BatchNorm normalised by each chunk and updated its running statistics,
+    so features depended on the batch size and the classifier changed under torch.no_grad()."""
+    images = load_mnist("test", data_dir, limit=60)[0]
+    want = classify(classifier, images)[0]
+    classifier.train()
+    try:
+        before = {k: v.clone() for k, v in classifier.state_dict().items()}
+        got = classify(classifier, images, batch_size=7)[0]
+        assert classifier.training                                   # given back in the mode it came in
+        assert all(torch.equal(before[k], v) for k, v in classifier.state_dict().items())
+    finally:
+        classifier.eval()
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero_not_negative():
+    features = torch.randn(10, 128, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert frechet_distance(features, features) == 0.0
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda c: evaluate_samples(-torch.ones(4, 1, 28, 28), torch.tensor([0, 1, 42, 3]), classifier=c), ValueError,
+     "labels must be the requested digits, 0 to 9, got values from 0 to 42"),
+    (lambda c: evaluate_samples(-torch.ones(4, 1, 28, 28), seed="abc", classifier=c), TypeError, "seed must be an integer"),
+    (lambda c: evaluate_samples(-torch.ones(4, 1, 28, 28), kid_subsets=0, classifier=c), ValueError, "kid_subsets must be"),
+    (lambda c: evaluate_samples(-torch.ones(4, 1, 28, 28), classifier="resnet"), TypeError, "classifier must be an MNISTClassifier"),
+    (lambda c: classify(None, -torch.ones(4, 1, 28, 28)), TypeError, "classifier must be an MNISTClassifier"),
+    (lambda c: metrics.kernel_inception_distance(torch.randn(5, 4), torch.randn(5, 4), generator=123), TypeError,
+     "generator must be None or a torch.Generator"),
+    (lambda c: fit_digit_gaussians(torch.randn(20, 4, dtype=torch.float64), torch.arange(20) % 2,
+                                   torch.randn(10, 3, dtype=torch.float64)), ValueError,
+     r"held_out must have the width of features \(4 columns\), got 3"),
+    (lambda c: metrics.load_classifier(device="gpu"), ValueError, "device must be a torch device"),
+])
+def test_scoring_bad_input_is_named(classifier, call, error, words):
+    with pytest.raises(error, match=words):
+        call(classifier)

@@ -214,6 +214,34 @@ def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path, mnist_smal
     assert resumed.step == 10 and paths[-1].exists() and paths[0].exists()
 
 
+def test_pruning_after_a_resume_past_an_unreadable_checkpoint_keeps_the_good_ones(tmp_path, mnist_small, tiny_config):
+    """Review, 2026-12-04: with an unreadable file at a later step, pruning counted it among the files to keep and
+    deleted the checkpoint just written, so the next resume found nothing usable."""
+    cfg = TrainConfig(**{**tiny_config.to_dict(), "keep_last": 1, "steps": 20})
+    Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu").fit(10)
+    (tmp_path / "ckpt_00000020.pt").write_bytes(b"damaged")  # a later file that cannot be read
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+        trainer = Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu")
+    assert trainer.step == 10
+    trainer.fit(15)
+    trainer.save()
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["ckpt_00000015.pt", "ckpt_00000020.pt"]   # the new one kept, the unreadable one left alone
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+        assert Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu").step == 15
+
+
+def test_checkpoint_names_past_eight_digits_are_found(tmp_path):
+    from ddpm_helpers.checkpoint import checkpoint_path, save_checkpoint
+
+    for step in (7, 123_456_789, 99_999_999):
+        save_checkpoint({"step": step}, checkpoint_path(tmp_path, step))
+    (tmp_path / "ckpt_00000008.pt").mkdir()   # a folder with a checkpoint's name is not a checkpoint
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000007.pt", "ckpt_99999999.pt",
+                                                             "ckpt_123456789.pt"]
+    assert load_checkpoint(list_checkpoints(tmp_path)[-1])["step"] == 123_456_789
+
+
 def test_keep_last_k_checkpoints(tmp_path, mnist_small, tiny_config):
     cfg = TrainConfig(**{**tiny_config.to_dict(), "checkpoint_every": 2, "keep_last": 3, "steps": 10})
     Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu").fit()

@@ -10,7 +10,8 @@ import torch
 
 from ddpm_helpers import metrics, viz
 from ddpm_helpers._validate import check_timesteps, skip_value_checks
-from ddpm_helpers.checkpoint import load_checkpoint, prune_checkpoints
+from ddpm_helpers.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints
+from ddpm_helpers.course import colab_badge_url
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import get_preset
@@ -132,7 +133,7 @@ CASES = [
     ("eval labels", lambda: metrics.evaluate_samples(IMG, torch.zeros(3, dtype=torch.long)), ValueError,
      r"labels must hold one label per sample \(4\)"),
     ("grid empty", lambda: viz.make_grid(torch.zeros(0, 1, 4, 4)), ValueError, "at least one image"),
-    ("strip t", lambda: viz.forward_strip(S, IMG[:1], timesteps=(0, 10)), ValueError, r"timesteps\[i\] must be .* \[0, 9\]"),
+    ("strip t", lambda: viz.forward_strip(S, IMG[:1], timesteps=(0, 10)), ValueError, r"timesteps\[1\] must be .* \[0, 9\], got 10"),
     ("loss empty", lambda: viz.plot_loss([]), ValueError, "history must hold at least one"),
     ("grid channels-last", lambda: viz.make_grid(torch.zeros(2, 28, 28, 1)), ValueError, r"permute\(0, 3, 1, 2\)"),
     ("strip one int", lambda: viz.forward_strip(S, IMG[:1], timesteps=5), TypeError, "timesteps must be a sequence"),
@@ -202,6 +203,22 @@ CASES = [
     ("predict label count", lambda: predict(COND, X, 1, torch.tensor([0, 1, 2])), ValueError,
      r"y must hold one label per sample \(2\), got 3"),
     ("sample a function", lambda: sample(lambda x, t: x, S, 2), TypeError, "model must be a torch.nn.Module"),
+    ("grid nrow 0", lambda: viz.make_grid(X, nrow=0), ValueError, r"nrow must be an integer in \[1, inf\], got 0"),
+    ("grid padding negative", lambda: viz.make_grid(X, padding=-3), ValueError, r"padding must be an integer in \[0, inf\]"),
+    ("grid NaN", lambda: viz.make_grid(NAN), ValueError, "images contains 32 NaN"),
+    ("show no images", lambda: viz.show_images(torch.zeros(0, 1, 4, 4)), ValueError, "at least one image"),
+    ("show size negative", lambda: viz.show_images(X, size=-1), ValueError, r"size must be a finite number in \(0.0, inf"),
+    ("save_grid no path", lambda: viz.save_grid(X, None), ValueError, "path must be a file name ending in .png"),
+    ("strip schedule a name", lambda: viz.forward_strip("linear", X), TypeError, "schedule must be a NoiseSchedule"),
+    ("strip bad step", lambda: viz.forward_strip(S, X, (0, 3, 12)), ValueError, r"timesteps\[2\] must be an integer in \[0, 9\]"),
+    ("loss of strings", lambda: viz.plot_loss("abc"), TypeError, "history must be a sequence of loss values"),
+    ("loss with None", lambda: viz.plot_loss([0.5, None]), TypeError, "history must hold numbers"),
+    ("schedules log_snr string", lambda: viz.plot_schedules({"l": S}, log_snr="no"), TypeError, "log_snr must be True or False"),
+    ("animation interval", lambda: viz.reverse_animation([(0, X), (-1, X)], interval=-5), ValueError,
+     r"interval must be an integer in \[1, inf\]"),
+    ("badge of None", lambda: colab_badge_url(None), ValueError, "notebook_name must be a notebook's file name"),
+    ("checkpoint step negative", lambda: checkpoint_path("/tmp", -5), ValueError, r"step must be an integer in \[0, inf\]"),
+    ("checkpoint step string", lambda: checkpoint_path("/tmp", "7"), TypeError, "step must be an integer"),
     ("drop_labels float labels", lambda: drop_labels(torch.zeros(3), 10, 0.5), TypeError, "y must have an integer dtype"),
 ]
 

@@ -21,23 +21,29 @@ import torch
 from ._validate import check_int
 
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
+_NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")  # 8 digits, more past step 99,999,999
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used: truncated, corrupted, of another format, or made with another config."""
 
 
+def _step_of(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
+
+
 def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
+    """The file name of the checkpoint after ``step`` steps in ``folder``: ``ckpt_00001500.pt``."""
+    step = check_int("step", step, min_value=0)
     return Path(folder) / f"ckpt_{step:08d}.pt"
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
-    """Checkpoints in ``folder``, oldest first (by step number in the name)."""
+    """Checkpoint files in ``folder``, oldest first (by the step number in the name)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+    return sorted((p for p in folder.iterdir() if _NAME.match(p.name) and p.is_file()), key=_step_of)
 
 
 def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
@@ -98,10 +104,22 @@ def latest_checkpoint(folder: str | os.PathLike, map_location: str | torch.devic
     return None
 
 
-def prune_checkpoints(folder: str | os.PathLike, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` (at least 1) checkpoints; returns the deleted paths."""
+def prune_checkpoints(folder: str | os.PathLike, keep_last: int, newest: str | os.PathLike | None = None) -> list[Path]:
+    """Delete all but the newest ``keep_last`` (at least 1) checkpoints; returns the deleted paths.
+
+    ``newest`` is the checkpoint just written (as ``Trainer.save`` passes it): it is always kept, and only files
+    of lower step numbers are counted and deleted. A file of a *higher* step number can exist after a resume
+    past an unreadable checkpoint (``latest_checkpoint`` skips it); it must neither take one of the kept
+    places nor push out the file just written, so it is left alone, as :func:`latest_checkpoint` promises.
+    """
     keep_last = check_int("keep_last", keep_last, min_value=1)
-    old = list_checkpoints(folder)[:-keep_last]
+    files = list_checkpoints(folder)
+    if newest is not None:
+        newest = Path(newest)
+        if not _NAME.match(newest.name):
+            raise ValueError(f"newest must be a checkpoint file named like ckpt_00001500.pt, got {newest}")
+        files = [p for p in files if _step_of(p) <= _step_of(newest)]
+    old = files[:-keep_last]
     for path in old:
         path.unlink(missing_ok=True)
     return old

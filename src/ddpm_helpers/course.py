@@ -24,6 +24,9 @@ COURSE_BRANCH = "main"
 
 def colab_badge_url(notebook_name: str) -> str:
     """The "Open in Colab" link of ``notebooks/<notebook_name>`` on the configured repository."""
+    if not isinstance(notebook_name, str) or not notebook_name.endswith(".ipynb") or "/" in notebook_name:
+        raise ValueError(f"notebook_name must be a notebook's file name, such as '05_training.ipynb', "
+                         f"got {notebook_name!r}")
     path = COURSE_REPOSITORY.removeprefix("https://github.com/")
     return f"https://colab.research.google.com/github/{path}/blob/{COURSE_BRANCH}/notebooks/{notebook_name}"
 

@@ -13,7 +13,8 @@ corrupted file is never used silently.
 
 With ``allow_subset=True``, a small stratified subset that ships inside the package (5,000 training
 and 1,000 test images) is used when none of the above works: smoke runs, tests and the CLI demo
-then run offline anywhere. A message says so every time it is used.
+then run offline anywhere. A warning says so (Python shows a warning once per line of code that
+triggers it, so a loop that loads the subset again does not repeat it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import gzip
 import hashlib
 import os
 import struct
+import zlib
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validate import check_choice, check_device, check_int
+from ._validate import check_bool, check_choice, check_device, check_int, check_tensor
 
 SPLITS = ("train", "test")
 FILES = {
@@ -65,6 +67,9 @@ def read_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise DataCorruptError(f"{name} is not an unsigned-byte IDX file (bad magic number)")
+    if len(data) < 4 + 4 * ndim:
+        raise DataCorruptError(f"{name} is truncated: its header promises {ndim} dimensions ({4 + 4 * ndim} bytes), "
+                               f"but the file has only {len(data)} bytes")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
@@ -85,7 +90,7 @@ def _read_verified(path: Path, name: str, verify: bool) -> np.ndarray:
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:  # zlib.error: a damaged compressed body
             raise DataCorruptError(f"{path} is not a valid gzip file ({err}); delete it and provide MNIST again") from None
     if verify:
         digest = hashlib.md5(raw).hexdigest()
@@ -151,18 +156,25 @@ def load_mnist(
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
         root: a folder holding the IDX files (see the module docstring for the search order).
         allow_subset: fall back to the shipped subset (5,000 train / 1,000 test images) if no full copy
-            can be found or downloaded. It prints a note whenever it does.
+            can be found or downloaded, with a warning.
         download: try torchvision's download into the cache when no local copy is found.
         limit: keep only the first ``limit`` images (MNIST's order is already shuffled).
         device: where the returned tensors live (keeping all of MNIST on a GPU is only 188 MB).
         verify: check the md5 of the uncompressed files (on by default; ~0.1 s).
     """
     check_choice("split", split, SPLITS)
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be None or a folder (a str or a pathlib.Path), got {root!r}")
+    for name, value in (("allow_subset", allow_subset), ("download", download), ("verify", verify)):
+        check_bool(name, value)
     if limit is not None:
         check_int("limit", limit, min_value=1)
     device = check_device("device", device)
     images_name, labels_name = FILES[split]
     found = find_mnist(split, root)
+    if found is not None and root is not None and Path(root) not in found[0].parents:
+        warnings.warn(f"root {str(root)!r} holds no MNIST {split} files; using {found[0].parent} (found by the "
+                      "search order: root, DDPM_DATA_DIR, the cache)", stacklevel=2)
     if found is None and download and _try_download(split):
         found = find_mnist(split, root)
     if found is not None:
@@ -188,6 +200,9 @@ def load_mnist(
     if images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise DataCorruptError(f"unexpected MNIST shapes: images {images.shape}, labels {labels.shape}")
     if limit is not None:
+        if limit > len(labels):
+            warnings.warn(f"limit={limit}, but the {split} images found number only {len(labels)}: using all "
+                          f"{len(labels)}", stacklevel=2)
         images, labels = images[:limit], labels[:limit]
     x = torch.from_numpy(images.copy()).to(device=device).float().div_(127.5).sub_(1.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64)).to(device)
@@ -195,4 +210,5 @@ def load_mnist(
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Map images in [-1, 1] back to uint8 pixels in [0, 255] (clamping first)."""
+    check_tensor("images", images, floating=True, finite=True)  # uint8 input is already pixels; NaN has no pixel
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

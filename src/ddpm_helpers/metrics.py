@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_float, check_int, check_pixel_range, check_tensor
+from ._validate import _show, check_device, check_float, check_int, check_pixel_range, check_tensor
 from .checkpoint import save_atomically
 from .data import cache_dir, load_mnist
 
@@ -88,13 +88,15 @@ def load_classifier(path: str | None = None, device: torch.device | str = "cpu")
         state = load_file(str(path))
     model = MNISTClassifier()
     model.load_state_dict(state)
-    return model.to(device).eval()
+    return model.to(check_device("device", device)).eval()
 
 
 def classify(
     classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the classifier on images in [-1, 1]; returns (features (N, 128), probabilities (N, 10)) in float64 on CPU."""
+    """Run the classifier on images in [-1, 1]; returns (features (N, 128), probabilities (N, 10)) in float64 on CPU.
+    The classifier runs in eval mode (and is given back in the mode it came in)."""
+    _check_classifier(classifier)
     _check_digits("images", images)
     check_int("batch_size", batch_size, min_value=1)
     return _classify(classifier, images, batch_size)
@@ -108,15 +110,30 @@ def _check_digits(name: str, images: torch.Tensor) -> torch.Tensor:
     return check_pixel_range(name, images)
 
 
+def _check_classifier(classifier) -> None:
+    if not (isinstance(classifier, nn.Module) and callable(getattr(classifier, "features", None))
+            and isinstance(getattr(classifier, "head", None), nn.Module)
+            and next(classifier.parameters(), None) is not None):
+        raise TypeError("classifier must be an MNISTClassifier (load_classifier()) or a torch.nn.Module with "
+                        f"parameters, a .features(x) method and a .head layer, got {_show(classifier)}")
+
+
 @torch.no_grad()
 def _classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`classify` without the checks (for images checked already)."""
+    """:func:`classify` without the checks (for images checked already). In training mode, BatchNorm would
+    normalise by each chunk's own statistics (features depending on the batch size) and update its running
+    statistics: so eval mode, then the mode the classifier came in."""
     device = next(classifier.parameters()).device
+    was_training = classifier.training
+    classifier.eval()
     feats, probs = [], []
-    for chunk in images.split(batch_size):
-        f = classifier.features(chunk.to(device).float())
-        feats.append(f.double().cpu())
-        probs.append(F.softmax(classifier.head(f).double(), dim=1).cpu())
+    try:
+        for chunk in images.split(batch_size):
+            f = classifier.features(chunk.to(device).float())
+            feats.append(f.double().cpu())
+            probs.append(F.softmax(classifier.head(f).double(), dim=1).cpu())
+    finally:
+        classifier.train(was_training)
     return torch.cat(feats), torch.cat(probs)
 
 
@@ -139,7 +156,8 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.atleast_2d(torch.cov(a.T)), torch.atleast_2d(torch.cov(b.T))  # one feature: 0-D
     eig = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0)
-    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * eig.sqrt().sum())
+    value = float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * eig.sqrt().sum())
+    return max(0.0, value)  # a set against itself can come out at -1e-6 (rounding in the eigenvalues): a distance is >= 0
 
 
 def kernel_inception_distance(
@@ -156,6 +174,8 @@ def kernel_inception_distance(
         raise ValueError(f"features_a and features_b must have the same width, got {a.shape[1]} and {b.shape[1]}")
     check_int("subsets", subsets, min_value=1)
     check_int("subset_size", subset_size, min_value=2)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be None or a torch.Generator (on the CPU), got {_show(generator)}")
     m = min(subset_size, a.shape[0], b.shape[0])
     d = a.shape[1]
     if generator is None:
@@ -213,6 +233,8 @@ def fit_digit_gaussians(
     if labels.shape[0] != f.shape[0]:
         raise ValueError(f"labels must hold one label per row of features ({f.shape[0]}), got {labels.shape[0]}")
     held = _check_features("held_out", held_out)
+    if held.shape[1] != f.shape[1]:
+        raise ValueError(f"held_out must have the width of features ({f.shape[1]} columns), got {held.shape[1]}")
     check_float("quantile", quantile, min_value=0.0, max_value=1.0)
     classes = torch.unique(labels)
     means = torch.stack([f[labels == c].mean(0) for c in classes])  # (K, D), one row per class present
@@ -300,6 +322,7 @@ def reference_digit_gaussians(
     features are computed for the Frechet distance anyway, so this costs no extra classifier pass)."""
     if classifier is None:
         classifier = load_classifier(device=device)
+    _check_classifier(classifier)
 
     def compute():
         features, labels = _reference(classifier, "test", root, None)
@@ -332,14 +355,21 @@ def evaluate_samples(
         check_tensor("labels", labels, ndim=1, floating=False)
         if labels.shape[0] != n:
             raise ValueError(f"labels must hold one label per sample ({n}), got {labels.shape[0]}")
+        if int(labels.min()) < 0 or int(labels.max()) > 9:
+            raise ValueError(f"labels must be the requested digits, 0 to 9, got values from {int(labels.min())} "
+                             f"to {int(labels.max())}")
+    check_int("kid_subsets", kid_subsets, min_value=1)
+    seed = check_int("seed", seed)
     if classifier is None:
         classifier = load_classifier()
+    _check_classifier(classifier)
     feats, probs = _classify(classifier, samples)
     test_feats = _reference(classifier, "test", root, None)[0]  # the same classifier's features throughout
     train_feats = _reference(classifier, "train", root, n)[0]
-    gen = torch.Generator().manual_seed(seed)
-    kid, kid_std = kernel_inception_distance(feats, test_feats, kid_subsets, 1000, gen)
-    kid_floor, _ = kernel_inception_distance(train_feats, test_feats, kid_subsets, 1000, gen)
+    # one generator each, seeded alike: the floor is measured on the same test-set subsets as the samples
+    kid, kid_std = kernel_inception_distance(feats, test_feats, kid_subsets, 1000, torch.Generator().manual_seed(seed))
+    kid_floor, _ = kernel_inception_distance(train_feats, test_feats, kid_subsets, 1000,
+                                             torch.Generator().manual_seed(seed))
     fd, fd_floor = frechet_distance(feats, test_feats), frechet_distance(train_feats, test_feats)
     conf, pred = probs.max(1)
     gaussians = reference_digit_gaussians(root, classifier=classifier)

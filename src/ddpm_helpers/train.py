@@ -405,7 +405,7 @@ class Trainer:
         if self.out_dir is None or not self.is_main:
             return None
         path = save_checkpoint(self.state_dict(), checkpoint_path(self.out_dir, self.step))
-        prune_checkpoints(self.out_dir, self.config.keep_last)
+        prune_checkpoints(self.out_dir, self.config.keep_last, newest=path)  # never counts a newer unreadable file
         return path
 
     @classmethod

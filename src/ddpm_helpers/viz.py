@@ -6,28 +6,26 @@ and a script can save it; nothing here calls ``plt.show()``.
 
 from __future__ import annotations
 
+import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt  # matplotlib falls back to a headless backend by itself
 import torch
 from matplotlib import animation
 
-from ._validate import _show, check_int, check_tensor
+from ._validate import _show, check_bool, check_float, check_int, check_tensor
 from .schedules import NoiseSchedule
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
-    """Tile images (N, C, H, W) in [-1, 1] into one (H', W') float tensor in [0, 1] (first channel)."""
-    check_tensor("images", images, ndim=4, floating=True)
+    """Tile images (N, C, H, W) in [-1, 1] into one (H', W') float tensor in [0, 1] (first channel).
+    ``nrow`` images per row (None: a square-ish grid), ``padding`` pixels of white between them."""
+    _check_images(images)
     n, c, h, w = images.shape
-    if n == 0:
-        raise ValueError("images must hold at least one image, got 0")
-    if c not in (1, 3) and images.shape[-1] in (1, 3):
-        raise ValueError(f"images must be (N, C, H, W), channels first, got shape {tuple(images.shape)}, which looks "
-                         "channels-last: use images.permute(0, 3, 1, 2)")
-    nrow = nrow or int(n**0.5 + 0.999)
-    check_int("nrow", nrow, min_value=1)
+    nrow = _check_nrow(nrow, n)
+    padding = check_int("padding", padding, min_value=0)
     ncol_rows = (n + nrow - 1) // nrow
     grid = torch.ones(ncol_rows * (h + padding) + padding, nrow * (w + padding) + padding)
     pixels = ((images[:, 0].detach().float().cpu().clamp(-1, 1) + 1) / 2)
@@ -36,6 +34,22 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
         top, left = padding + r * (h + padding), padding + c * (w + padding)
         grid[top : top + h, left : left + w] = pixels[i]
     return grid
+
+
+def _check_images(images: torch.Tensor) -> None:
+    """Images to draw: (N, C, H, W), N >= 1, floating point and finite (a NaN has no grey level)."""
+    check_tensor("images", images, ndim=4, floating=True, finite=True)
+    n, c = images.shape[:2]
+    if n == 0:
+        raise ValueError("images must hold at least one image, got 0")
+    if c not in (1, 3) and images.shape[-1] in (1, 3):
+        raise ValueError(f"images must be (N, C, H, W), channels first, got shape {tuple(images.shape)}, which looks "
+                         "channels-last: use images.permute(0, 3, 1, 2)")
+
+
+def _check_nrow(nrow: int | None, n: int) -> int:
+    """Images per row: ``nrow`` (a positive integer), or a square-ish grid of ``n`` images when it is None."""
+    return int(n**0.5 + 0.999) if nrow is None else check_int("nrow", nrow, min_value=1)
 
 
 def show_images(
@@ -51,9 +65,10 @@ def show_images(
     ``labels``: a title over each image; ``row_labels``: a label left of each row of the grid (say, the sampler
     that drew that row). ``nrow`` is the number of images per row.
     """
-    check_tensor("images", images, ndim=4, floating=True)
+    _check_images(images)
     n = images.shape[0]
-    nrow = nrow or int(n**0.5 + 0.999)
+    nrow = _check_nrow(nrow, n)
+    check_float("size", size, min_value=0.0, min_inclusive=False)
     rows = (n + nrow - 1) // nrow
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"row_labels must have one entry per row of the grid ({rows} rows of {nrow}), "
@@ -90,12 +105,15 @@ def show_images(
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> None:
     """Write a grid of images in [-1, 1] to a PNG file, one image pixel per file pixel times 2."""
+    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".png":
+        raise ValueError(f"path must be a file name ending in .png, got {path!r}")
     grid = make_grid(images, nrow)
     plt.imsave(str(path), grid.repeat_interleave(2, 0).repeat_interleave(2, 1).numpy(), cmap="gray", vmin=0, vmax=1)
 
 
 def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) -> plt.Figure:
     """Three panels over the 0-based index t: beta_t, alpha_bar_t (with sqrt(alpha_bar) dashed) and log-SNR."""
+    check_bool("log_snr", log_snr)
     if not isinstance(schedules, Mapping):
         raise TypeError(f"schedules must map names to NoiseSchedules, such as {{'cosine': schedule}}, got "
                         f"{type(schedules).__name__}")
@@ -133,13 +151,17 @@ def forward_strip(
 
     ``timesteps=None`` spreads eight steps over the schedule: (0, 50, 100, 200, 400, 600, 800, 999) for T = 1000,
     the same fractions of T otherwise."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, such as NoiseSchedule.from_name('linear', 1000), "
+                        f"got {_show(schedule)}")
     check_tensor("x0", x0, ndim=4, floating=True, finite=True)
     if timesteps is None:
         T = schedule.num_timesteps
         timesteps = sorted({min(T - 1, round(f * T)) for f in (0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)} | {T - 1})
     if isinstance(timesteps, int) or not isinstance(timesteps, Sequence):
         raise TypeError(f"timesteps must be a sequence of 0-based steps, such as (0, 100, 500), got {timesteps!r}")
-    timesteps = [check_int("timesteps[i]", t, min_value=0, max_value=schedule.num_timesteps - 1) for t in timesteps]
+    timesteps = [check_int(f"timesteps[{i}]", t, min_value=0, max_value=schedule.num_timesteps - 1)
+                 for i, t in enumerate(timesteps)]
     n, k = x0.shape[0], len(timesteps)
     noise = torch.randn(x0.shape, generator=generator)
     fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.25 * n), squeeze=False)
@@ -161,10 +183,16 @@ def forward_strip(
 
 def plot_loss(history: Sequence[float], smooth: int = 50, title: str = "training loss") -> plt.Figure:
     """The per-step loss (light) and its moving average over ``smooth`` steps (dark), log scale."""
+    if isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
+        raise TypeError(f"history must be a sequence of loss values, such as trainer.history, got {_show(history)}")
+    history = [v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v for v in history]  # loss tensors too
     if len(history) == 0:
         raise ValueError("history must hold at least one loss value, got an empty sequence")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in history):
+        bad = next(v for v in history if not isinstance(v, numbers.Real) or isinstance(v, bool))
+        raise TypeError(f"history must hold numbers (the loss of each step), got an item {_show(bad)}")
     check_int("smooth", smooth, min_value=1)
-    h = torch.tensor(list(history), dtype=torch.float64)
+    h = torch.tensor(history, dtype=torch.float64)
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot(h.numpy(), alpha=0.3, lw=0.7, label="per step")
     if len(h) >= smooth:
@@ -202,11 +230,11 @@ def reverse_animation(
                          f"{_show(bad)}; unpack sample()'s result: final, trajectory = sample(..., "
                          "return_trajectory=True)")
     check_int("max_frames", max_frames, min_value=2)
+    check_int("interval", interval, min_value=1)
     check_int("dpi", dpi, min_value=10)
-    step = max(1, (len(trajectory) + max_frames - 1) // max_frames)
-    frames = list(trajectory[::step])
-    if frames[-1] is not trajectory[-1]:
-        frames.append(trajectory[-1])
+    # evenly spread indices, the first and the last state always among them, never more than max_frames
+    keep = torch.linspace(0, len(trajectory) - 1, min(max_frames, len(trajectory))).round().long().unique()
+    frames = [trajectory[i] for i in keep.tolist()]
     grids = [make_grid(x, nrow).numpy() for _, x in frames]
     height, width = grids[0].shape
     fig, ax = plt.subplots(figsize=(4, 4 * height / width + 0.3), dpi=dpi)
