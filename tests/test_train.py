@@ -401,3 +401,18 @@ def test_notebooks_take_the_gpu_preset_only_on_cards_with_bf16(monkeypatch, capa
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert preset_for("cuda") == expected
     assert preset_for("cpu") == preset_for(torch.device("cpu")) == preset_for("mps") == "cpu"
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """mkstemp creates files readable by their owner only; a checkpoint should be as readable as any file saved
+    with open() (review, 2026-12-04), e.g. in a runs folder shared by a class."""
+    import os
+
+    from ddpm_helpers.checkpoint import save_atomically
+
+    old = os.umask(0o022)
+    try:
+        path = save_atomically({"a": 1}, tmp_path / "x.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

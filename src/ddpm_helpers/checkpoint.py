@@ -46,6 +46,12 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     return sorted((p for p in folder.iterdir() if _NAME.match(p.name) and p.is_file()), key=_step_of)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)``, whole or not at all: temporary file, fsync, rename (a stopped run leaves no
     half-written file, and an earlier file at ``path`` stays until the new one is complete)."""
@@ -53,6 +59,7 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it open()'s usual mode
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
