@@ -7,6 +7,7 @@ A fork edits COURSE_REPOSITORY (and COURSE_BRANCH) in src/ddpm_helpers/course.py
 tests/test_notebooks.py checks that every notebook agrees with the configured repository.
 """
 
+import argparse
 import re
 from pathlib import Path
 
@@ -28,13 +29,19 @@ def expected_install() -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options: --help explains
+    changed = 0
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
+        before = [cell.source for cell in nb.cells]
         for cell in nb.cells:
             cell.source = BADGE.sub(lambda _: expected_badge(path.name), cell.source)
             cell.source = INSTALL.sub(lambda _: expected_install(), cell.source)
-        nbformat.write(nb, path)
-        print(f"updated {path.name}")
+        if [cell.source for cell in nb.cells] != before:  # leave agreeing notebooks untouched
+            nbformat.write(nb, path)
+            print(f"updated {path.name}")
+            changed += 1
+    print(f"{changed} notebook(s) updated for {colab_badge_url('NN.ipynb').rsplit('/blob/', 1)[0]}")
 
 
 if __name__ == "__main__":

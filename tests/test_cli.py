@@ -56,6 +56,16 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
     scores = json.loads((tmp_path / "s" / "samples_metrics.json").read_text())
     assert scores["num_samples"] == 20 and "kid" in scores and "versions" in scores
 
+    # evaluate: a dict without images and a folder as --out are named before any scoring; a new folder is made
+    torch.save({"x": 1}, tmp_path / "dict.pt")
+    result = run_cli("evaluate", "--samples", str(tmp_path / "dict.pt"))
+    assert result.returncode == 2 and "holds a dict without an 'images' entry" in result.stderr, result.stderr
+    result = run_cli("evaluate", "--samples", str(tmp_path / "s" / "samples.pt"), "--out", str(tmp_path))
+    assert result.returncode == 2 and "which is a folder" in result.stderr, result.stderr
+    assert run_cli("evaluate", "--samples", str(tmp_path / "s" / "samples.pt"), "--device", "cpu",
+                   "--out", str(tmp_path / "new" / "m.json")).returncode == 0
+    assert json.loads((tmp_path / "new" / "m.json").read_text())["num_samples"] == 20
+
     # without --out, sampling and scoring never overwrite what training wrote
     trained = {name: (out / name).read_bytes() for name in ("samples.pt", "samples.png", "metrics.json")}
     assert run_cli("sample", "--run", str(out), "--num", "10", "--steps", "5").returncode == 0
@@ -68,7 +78,10 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
     # bad sampling flags are named, with the value and what is accepted
     for flags, words in ((["--num", "0"], "--num must be a positive integer, got 0"),
                          (["--digit", "10"], "--digit must be a digit from 0 to 9, got 10"),
-                         (["--out", str(out / "samples.pt")], "--out must be a folder")):
+                         (["--out", str(out / "samples.pt")], "--out must be a folder"),
+                         (["--guidance-scale", "3"], "needs a class-conditional model"),   # smoke is unconditional
+                         (["--method", "dpm++2m", "--eta", "0.5"], "--eta applies to --method ddim only"),
+                         (["--seed", "-1"], "--seed must be a non-negative integer, got -1")):
         result = run_cli("sample", "--run", str(out), *flags)
         assert result.returncode == 2 and words in result.stderr, result.stderr
 
@@ -76,8 +89,9 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
 def test_sample_folder_names_each_setting():
     parse = cli.build_parser().parse_args
     assert cli.sample_folder_name(parse(["sample", "--run", "r"]), 1000) == "samples-ddim50-n64-seed0"
-    args = parse(["sample", "--run", "r", "--method", "ddpm", "--eta", "0.5", "--digit", "7", "--guidance-scale", "2"])
-    assert cli.sample_folder_name(args, 500) == "samples-ddpm500-n64-eta0.5-digit7-s2-seed0"  # s: guidance scale
+    args = parse(["sample", "--run", "r", "--steps", "20", "--eta", "0.5", "--digit", "7", "--guidance-scale", "2"])
+    assert cli.sample_folder_name(args, 500) == "samples-ddim20-n64-eta0.5-digit7-s2-seed0"  # s: guidance scale
+    assert cli.sample_folder_name(parse(["sample", "--run", "r", "--method", "ddpm"]), 500) == "samples-ddpm500-n64-seed0"
 
 
 def test_unknown_preset_and_flag_are_clear():
@@ -87,6 +101,15 @@ def test_unknown_preset_and_flag_are_clear():
     assert result.returncode == 2 and "unrecognized arguments: --epochs 3" in result.stderr
     result = run_cli("train", "--set", "epochs=3")
     assert result.returncode == 2 and "unknown TrainConfig setting(s) ['epochs']" in result.stderr
+    # settings that used to fail only after training, or to be ignored (review, 2026-12-04)
+    result = run_cli("train", "--set", "steps=0")
+    assert result.returncode == 2 and "at least 1 step, got steps=0" in result.stderr, result.stderr
+    result = run_cli("train", "--set", "num_timesteps=10")
+    assert result.returncode == 2 and "give at least num_timesteps=20" in result.stderr, result.stderr
+    result = run_cli("train", "--set", "progress=false")
+    assert result.returncode == 2 and "unless --quiet" in result.stderr, result.stderr
+    result = run_cli("sample", "--run", "r", "--data-dir", "d")
+    assert result.returncode == 2 and "unrecognized arguments: --data-dir" in result.stderr
 
 
 def test_unwritable_output_folder_is_clear(tmp_path):

@@ -106,6 +106,6 @@ def test_dependencies_leave_colab_its_own_torch_and_widgets():
     root = Path(__file__).resolve().parent.parent
     block = re.search(r"^dependencies = \[(.*?)^\]", (root / "pyproject.toml").read_text(), re.S | re.M).group(1)
     deps = {r.name: r for r in map(Requirement, re.findall(r'"([^"]+)"', block))}
-    assert "2.1.0" in deps["torch"].specifier and "2.14.1" in deps["torch"].specifier and "99.0" in deps["torch"].specifier
+    assert "2.3.0" in deps["torch"].specifier and "2.14.1" in deps["torch"].specifier and "99.0" in deps["torch"].specifier
     assert "7.7.1" in deps["ipywidgets"].specifier and "8.1.5" in deps["ipywidgets"].specifier
     assert "ipywidgets>=7.6" in (root / "environment.yml").read_text()

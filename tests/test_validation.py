@@ -67,7 +67,7 @@ CASES = [
     ("t not tensor", lambda: NET(torch.zeros(1, 1, 28, 28), 5), TypeError, "t must be a tensor"),
     ("labels to uncond", lambda: NET(IMG, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)),
      ValueError, "num_classes=None"),
-    ("label 11", lambda: COND(IMG[:1], torch.tensor([0]), torch.tensor([11])), ValueError, r"y must hold .* \[0, 10\]"),
+    ("label 11", lambda: COND(IMG[:1], torch.tensor([0]), torch.tensor([11])), ValueError, r"y must hold class labels in \[0, 9\], or 10 for the null class"),
     ("mults empty", lambda: UNetConfig(channel_mults=()), ValueError, "channel_mults must be a non-empty tuple"),
     ("attention level", lambda: UNetConfig(channel_mults=(1, 2), attention_levels=(2,)), ValueError,
      r"attention_levels must hold indices in \[0, 1\]"),
@@ -80,14 +80,14 @@ CASES = [
      "the model has no num_classes"),
     ("loss t range", lambda: diffusion_loss(NET, S, IMG, t=torch.full((4,), 10)), ValueError, r"\[0, 9\]"),
     ("loss x0 NaN", lambda: diffusion_loss(NET, S, torch.full((4, 1, 28, 28), math.nan)), ValueError, "NaN or Inf"),
-    ("min snr gamma", lambda: min_snr_weight(S, T2, 0.0), ValueError, r"gamma must be a finite number in \(0.0, inf\]"),
+    ("min snr gamma", lambda: min_snr_weight(S, T2, 0.0), ValueError, r"gamma must be a finite number in \(0.0, inf\)"),
     ("drop prob", lambda: drop_labels(torch.zeros(3, dtype=torch.long), 10, 1.5), ValueError, r"p must be .* \[0.0, 1.0\]"),
     # samplers
     ("sampler method", lambda: sample(NET, S, 2, method="euler"), ValueError, "method must be one of 'ddpm', 'ddim'"),
     ("ddim steps > T", lambda: sample(NET, S, 2, method="ddim", steps=11), ValueError, r"steps must be an integer in \[1, 10\]"),
     ("ddpm steps", lambda: sample(NET, S, 2, method="ddpm", steps=5), ValueError, "steps must be None or T=10"),
     ("guidance < 0", lambda: sample(COND, S, 2, y=torch.tensor([1, 2]), guidance_scale=-1.0), ValueError,
-     r"guidance_scale must be a finite number in \[0.0, inf\]"),
+     r"guidance_scale must be a finite number in \[0.0, inf\)"),
     ("sample NaN model", lambda: sample(NanNet(), S, 2, device="cpu"), FloatingPointError,
      "sampling produced 1568 NaN or Inf values out of 1568"),
     ("guidance NaN", lambda: sample(COND, S, 2, guidance_scale=math.nan), ValueError, "guidance_scale must be a finite"),
@@ -105,11 +105,11 @@ CASES = [
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),
     # training
     ("config schedule", lambda: TrainConfig(schedule="cos"), ValueError, "schedule must be one of"),
-    ("config lr", lambda: TrainConfig(lr=0.0), ValueError, r"lr must be a finite number in \(0.0, inf\]"),
+    ("config lr", lambda: TrainConfig(lr=0.0), ValueError, r"lr must be a finite number in \(0.0, inf\)"),
     ("config batch", lambda: TrainConfig(batch_size=0), ValueError, r"batch_size must be an integer in \[1, inf\]"),
     ("config ema", lambda: TrainConfig(ema_decay=1.0), ValueError, r"ema_decay must be .* \[0.0, 1.0\)"),
     ("config attention str", lambda: TrainConfig(attention_levels="2"), TypeError,
-     r"attention_levels must be a tuple of integers \(or one integer\), such as \(1, 2, 2\), got '2'"),
+     r"attention_levels must be a tuple of integers \(or one integer\), such as \(1, 2\), got '2'"),
     ("config mults float", lambda: UNetConfig(channel_mults=(1, 2.0)), TypeError,
      r"channel_mults must be a tuple of integers .* got \(1, 2.0\)"),
     ("config amp", lambda: TrainConfig(amp="fp16"), ValueError, "amp must be one of 'auto', 'bf16', 'off'"),
@@ -219,6 +219,16 @@ CASES = [
     ("badge of None", lambda: colab_badge_url(None), ValueError, "notebook_name must be a notebook's file name"),
     ("checkpoint step negative", lambda: checkpoint_path("/tmp", -5), ValueError, r"step must be an integer in \[0, inf\]"),
     ("checkpoint step string", lambda: checkpoint_path("/tmp", "7"), TypeError, "step must be an integer"),
+    ("unet label past null", lambda: COND(X, T2, torch.tensor([1, 11])), ValueError,
+     r"y must hold class labels in \[0, 9\], or 10 for the null class .* got values in \[1, 11\]"),
+    ("unet label negative", lambda: COND(X, T2, torch.tensor([-1, 0])), ValueError, r"y must hold class labels"),
+    ("unet unshuffle hint", lambda: UNet(UNetConfig(base_channels=8, channel_mults=(1, 2, 2), pixel_unshuffle=2))(
+        torch.zeros(1, 1, 28, 28), torch.tensor([0])), ValueError,
+     r"divisible by 8 \(for 28x28 with pixel_unshuffle=2, channel_mults may have at most 2 entries"),
+    ("simple unet hidden 0", lambda: SimpleUNet(hidden=0), ValueError, r"hidden must be an integer in \[1, inf\]"),
+    ("simple unet hidden str", lambda: SimpleUNet(hidden="a"), TypeError, "hidden must be an integer"),
+    ("simple unet channels", lambda: SimpleUNet(num_timesteps=10)(torch.zeros(2, 3, 8, 8), T2), ValueError,
+     r"x must have 1 channel\(s\), got shape \(2, 3, 8, 8\)"),
     ("drop_labels float labels", lambda: drop_labels(torch.zeros(3), 10, 0.5), TypeError, "y must have an integer dtype"),
 ]
 
@@ -292,3 +302,9 @@ def test_sampling_a_model_without_parameters_runs_on_the_cpu():
 
     out = sample(Zero(), S, 2, method="ddim", steps=3, image_shape=(1, 4, 4))
     assert out.device.type == "cpu" and out.shape == (2, 1, 4, 4)
+
+
+def test_receptive_field_works_for_any_number_of_steps():
+    from ddpm_helpers.unet import receptive_field
+
+    assert int(receptive_field(SimpleUNet(num_timesteps=1)).sum()) == 81   # t = 1 used to be out of range for T = 1

@@ -81,7 +81,7 @@ def as_int_tuple(name: str, value: Any) -> tuple[int, ...]:
         return (value,)
     if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return tuple(value)
-    raise TypeError(f"{name} must be a tuple of integers (or one integer), such as (1, 2, 2), got {_show(value)}")
+    raise TypeError(f"{name} must be a tuple of integers (or one integer), such as (1, 2), got {_show(value)}")
 
 
 def check_float(
@@ -99,8 +99,8 @@ def check_float(
     if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numbers.Real: NumPy's scalars too
         raise TypeError(f"{name} must be a real number, got {_show(value)}")
     value = float(value)
-    lo_b = "[" if min_inclusive else "("
-    hi_b = "]" if max_inclusive else ")"
+    lo_b = "[" if min_inclusive and min_value is not None else "("  # an infinite end is never included
+    hi_b = "]" if max_inclusive and max_value is not None else ")"
     interval = f"{lo_b}{'-inf' if min_value is None else min_value}, {'inf' if max_value is None else max_value}{hi_b}"
     bad = not math.isfinite(value)
     if min_value is not None:

@@ -144,7 +144,8 @@ def check_same_config(saved: dict[str, Any], current: dict[str, Any], ignore: tu
         raise CheckpointError(
             "the checkpoint was made with another configuration; resuming would mix two runs. Differences: "
             + "; ".join(diffs)
-            + ". Use a new output folder, or the checkpoint's settings."
+            + ". Use a new output folder or the checkpoint's settings (on the command line, --restart moves the "
+            "old checkpoints aside and starts over)."
         )
 
 

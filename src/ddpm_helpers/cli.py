@@ -119,6 +119,9 @@ def _load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise CLIError(f"--samples file not found: {path}") from None
     except Exception as err:
         raise CLIError(f"--samples {path} cannot be read ({err})") from None
+    if isinstance(obj, dict) and "images" not in obj:
+        raise CLIError(f"--samples {path} holds a dict without an 'images' entry (keys: {sorted(map(str, obj))}); "
+                       "expected an (N, 1, 28, 28) tensor or {'images': ..., 'labels': ...} as `sample` writes")
     images, labels = (obj["images"], obj.get("labels")) if isinstance(obj, dict) else (obj, None)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
         raise CLIError(f"--samples must hold an (N, 1, 28, 28) tensor in [-1, 1], got {getattr(images, 'shape', images)}")
@@ -148,6 +151,8 @@ def cmd_train(args) -> int:
     for name in ("num_samples", "eval_samples", "steps", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if "progress" in _parse_overrides(args.set):
+        raise CLIError("--set progress=... is not used by the command line: the progress bar is on unless --quiet")
     if args.minutes is not None:
         if not (math.isfinite(args.minutes) and args.minutes > 0):
             raise CLIError(f"--minutes must be a positive number of minutes, such as 9 or 0.5, got {args.minutes}")
@@ -159,6 +164,12 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}.items()
                  if v is not None}
     config = TrainConfig.from_dict({**preset.train.to_dict(), **overrides, "progress": not args.quiet})
+    if config.steps < 1 and args.minutes is None:
+        raise CLIError(f"the run must train at least 1 step, got steps={config.steps} (from --set steps)")
+    if preset.sampler != "ddpm" and (preset.sampler_steps or 0) > config.num_timesteps:  # before training, not after
+        raise CLIError(f"the {preset.name!r} preset samples with {preset.sampler_steps} {preset.sampler} steps after "
+                       f"training, more than num_timesteps={config.num_timesteps}: give at least "
+                       f"num_timesteps={preset.sampler_steps}")
     device = distributed.init(select_device(args.device))  # under torchrun: join the group, take this rank's GPU
     main_rank, world = distributed.is_main(), distributed.world_size()
     if args.minutes is not None and world > 1:
@@ -257,6 +268,14 @@ def cmd_sample(args) -> int:
         raise CLIError(f"--num must be a positive integer, got {args.num}")
     if args.digit is not None and not 0 <= args.digit <= 9:
         raise CLIError(f"--digit must be a digit from 0 to 9, got {args.digit}")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.guidance_scale != 1.0 and not config.class_conditional:
+        raise CLIError(f"--guidance-scale {args.guidance_scale:g} needs a class-conditional model (guidance mixes "
+                       "conditional and unconditional predictions); this one is unconditional")
+    if args.eta and args.method != "ddim":
+        raise CLIError(f"--eta applies to --method ddim only (ddpm always adds its noise, dpm++2m never does), "
+                       f"got --eta {args.eta:g} with --method {args.method}")
     out = Path(args.out) if args.out else path.parent / sample_folder_name(args, schedule.num_timesteps)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -278,10 +297,19 @@ def cmd_sample(args) -> int:
 def cmd_evaluate(args) -> int:
     from .metrics import evaluate_samples
 
+    from .metrics import load_classifier
+
     images, labels = _load_samples(Path(args.samples))
-    result = evaluate_samples(images, labels, root=args.data_dir)
     samples = Path(args.samples)
     out = Path(args.out) if args.out else samples.with_name(f"{samples.stem}_metrics.json")  # not train's metrics.json
+    try:  # before scoring, so that a bad --out costs nothing
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise CLIError(f"--out must be a file path in a folder, got {str(out)!r}, whose folder is a file") from err
+    if out.is_dir():
+        raise CLIError(f"--out must be a file path (the metrics JSON), got {str(out)!r}, which is a folder")
+    result = evaluate_samples(images, labels, root=args.data_dir,
+                              classifier=load_classifier(device=select_device(args.device)))
     _write_json(out, {**result, "samples": str(args.samples), "versions": library_versions()})
     print(json.dumps({k: v for k, v in result.items() if k != "class_histogram"}, indent=1))
     print(f"wrote {out}")
@@ -289,17 +317,20 @@ def cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ddpm_helpers", description=__doc__.splitlines()[0])
+    called_as_script = bool(sys.argv) and Path(sys.argv[0]).name == "ddpm-helpers"  # the console script
+    parser = argparse.ArgumentParser(prog="ddpm-helpers" if called_as_script else "python -m ddpm_helpers",
+                                     description="Train, sample and evaluate the course's DDPM models on MNIST.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a preset")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
+                   help="smoke: seconds, a check; cpu: digits on 2 CPU cores in about 10 minutes; gpu: minutes on a GPU")
     p.add_argument("--out", help="output folder (default runs/<preset>); an existing run there is resumed")
     p.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
     p.add_argument("--minutes", type=float, help="instead of --steps: as many steps as fit in this many minutes "
                    "of training here (timed on a few steps first)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, help="images per step (per process under torchrun)")
+    p.add_argument("--seed", type=int, help="random seed of the run (default: the preset's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any TrainConfig field")
     p.add_argument("--num-samples", type=int, help="images drawn for samples.png / samples.pt after training")
     p.add_argument("--eval-samples", type=int, help="images scored for metrics.json after training")
@@ -311,26 +342,30 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a checkpoint file")
     src.add_argument("--run", help="a training output folder (its newest checkpoint is used)")
-    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--num", type=int, default=64, help="how many images")
     p.add_argument("--method", choices=METHODS, default="ddim")
     p.add_argument("--steps", type=int, default=50, help="steps of ddim or dpm++2m (ignored by ddpm, which uses all T)")
-    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--eta", type=float, default=0.0, help="ddim only: 0 deterministic, 1 as noisy as ddpm")
     p.add_argument("--digit", type=int, help="class to draw (class-conditional models)")
-    p.add_argument("--guidance-scale", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance s (class-conditional models; 1: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     p.add_argument("--out", help="output folder (default: a sub-folder of the checkpoint's folder named after the "
                                  "settings, e.g. samples-ddim50-n64-seed0)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="score generated images (an (N, 1, 28, 28) tensor file)")
-    p.add_argument("--samples", required=True)
+    p.add_argument("--samples", required=True, help="a samples.pt written by train or sample")
     p.add_argument("--out", help="metrics JSON path (default: <samples>_metrics.json beside the samples)")
     p.set_defaults(func=cmd_evaluate)
 
-    for p in sub.choices.values():
-        p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
-        p.add_argument("--data-dir", help="folder with the MNIST IDX files (else $DDPM_DATA_DIR, the cache, download)")
-        if p.prog.endswith("train"):
+    for name, p in sub.choices.items():
+        p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto",
+                       help="where to run (auto: cuda, then mps, then the CPU)")
+        if name in ("train", "evaluate"):  # sample reads no data
+            p.add_argument("--data-dir", help="folder with the MNIST IDX files (else $DDPM_DATA_DIR, the cache, "
+                                              "download)")
+        if name == "train":
             p.add_argument("--no-subset", action="store_true", help="never fall back to the shipped MNIST subset")
     return parser
 

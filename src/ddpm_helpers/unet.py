@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import as_int_tuple, check_float, check_int, check_tensor, check_timesteps
+from ._validate import _read_values, as_int_tuple, check_float, check_int, check_tensor, check_timesteps
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -241,10 +241,16 @@ class UNet(nn.Module):
         if x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must have {cfg.in_channels} channel(s), got shape {tuple(x.shape)}")
         if x.shape[2] % f or x.shape[3] % f:
+            h, w = x.shape[2], x.shape[3]
+            p = cfg.pixel_unshuffle
+            # the most levels this size allows: halvings after the unshuffle that leave whole pixels
+            fits = max((n for n in range(1, 8) if h % (p * 2 ** (n - 1)) == 0 and w % (p * 2 ** (n - 1)) == 0),
+                       default=0)
+            hint = (f"for {h}x{w} with pixel_unshuffle={p}, channel_mults may have at most {fits} entries"
+                    if fits else f"{h}x{w} is not divisible by pixel_unshuffle={p}")
             raise ValueError(
-                f"x has size {x.shape[2]}x{x.shape[3]}, but this UNet halves the size "
-                f"{len(cfg.channel_mults) - 1} time(s) (pixel_unshuffle={cfg.pixel_unshuffle}), so H and W must be "
-                f"divisible by {f} (e.g. 28 with channel_mults of length <= 3, or pad the images)"
+                f"x has size {h}x{w}, but this UNet halves the size {len(cfg.channel_mults) - 1} time(s) after a "
+                f"pixel-unshuffle by {p}, so H and W must be divisible by {f} ({hint}; or pad the images)"
             )
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"t must be a tensor of 0-based timestep indices, got {type(t).__name__}")
@@ -254,7 +260,12 @@ class UNet(nn.Module):
         if y is not None:
             if cfg.num_classes is None:
                 raise ValueError("y (class labels) was given, but this UNet was built with num_classes=None")
-            check_timesteps("y", y, cfg.num_classes + 1, batch=x.shape[0])
+            check_tensor("y", y, ndim=(0, 1), floating=False)
+            if y.numel() not in (1, x.shape[0]):
+                raise ValueError(f"y must have 1 or {x.shape[0]} entries (one label per image), got {y.numel()}")
+            if y.numel() and _read_values(y) and (int(y.min()) < 0 or int(y.max()) > cfg.num_classes):
+                raise ValueError(f"y must hold class labels in [0, {cfg.num_classes - 1}], or {cfg.num_classes} for "
+                                 f"the null class (unconditional), got values in [{int(y.min())}, {int(y.max())}]")
         return t.expand(x.shape[0])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -308,6 +319,8 @@ class SimpleUNet(nn.Module):
     def __init__(self, num_timesteps: int = 300, in_channels: int = 1, hidden: int = 64):
         super().__init__()
         self.num_timesteps = check_int("num_timesteps", num_timesteps, min_value=1)
+        self.in_channels = check_int("in_channels", in_channels, min_value=1)
+        check_int("hidden", hidden, min_value=1)
         self.num_classes = None
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + 1, hidden, 3, padding=1), nn.ReLU(),
@@ -318,6 +331,8 @@ class SimpleUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=4, floating=True)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channel(s), got shape {tuple(x.shape)}")
         t = check_timesteps("t", t, self.num_timesteps, batch=x.shape[0])  # T here must be the schedule's T
         t = t.expand(x.shape[0]).to(x.dtype) / self.num_timesteps
         t_channel = t[:, None, None, None].expand(-1, 1, x.shape[2], x.shape[3])  # was: .expand(..., 28, 28)
@@ -363,7 +378,7 @@ def receptive_field(
         for p in probe.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     x = torch.randn(1, in_channels, size, size, generator=gen).requires_grad_(True)
-    out = probe(x, torch.tensor([1]))
+    out = probe(x, torch.tensor([0]))  # any valid t: index 0 exists for every T
     out[0, :, size // 2, size // 2].sum().backward()
     return x.grad[0].abs().sum(0) > 0
 
