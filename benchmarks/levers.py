@@ -254,6 +254,15 @@ def unshuffle_lever(config: TrainConfig) -> tuple[str, dict]:
     return ("no pixel-unshuffle", {"pixel_unshuffle": 1, "channel_mults": mults + mults[-1:], "attention_levels": shifted})
 
 
+def fused_adamw_supported(device: torch.device) -> bool:
+    """Whether this torch has a fused AdamW for ``device`` (CUDA always; the CPU from torch 2.4 on)."""
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=device, requires_grad=True)], fused=True)
+        return True
+    except RuntimeError:
+        return False
+
+
 def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, dict, dict]]:
     """(name, FastStep keyword arguments, TrainConfig overrides) per row; the first is the baseline."""
     cuda, batch_size = device.type == "cuda", config.batch_size
@@ -262,7 +271,7 @@ def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, d
     rows = [("baseline", base, {}), ("Trainer.train_step", None, {}), ("data on host", {**base, "data": "host"}, {})]
     rows.append(("fp32", {**base, "amp": "off"}, {}) if cuda else ("bf16 autocast", {**base, "amp": "bf16"}, {}))
     for opt in ("fused", "foreach", "loop"):
-        if opt != base["optimizer"]:
+        if opt != base["optimizer"] and (opt != "fused" or fused_adamw_supported(device)):  # torch < 2.4: no CPU fused
             rows.append((f"AdamW {'for-loop' if opt == 'loop' else opt}", {**base, "optimizer": opt}, {}))
     rows += [("EMA for-loop", {**base, "ema": "loop"}, {}), ("torch.compile", {**base, "compile": True}, {}),
              ("channels_last", {**base, "channels_last": True}, {})]
