@@ -295,9 +295,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics import evaluate_samples
-
-    from .metrics import load_classifier
+    from .metrics import evaluate_samples, load_classifier
 
     images, labels = _load_samples(Path(args.samples))
     samples = Path(args.samples)
@@ -324,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a preset")
     p.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
-                   help="smoke: seconds, a check; cpu: digits on 2 CPU cores in about 10 minutes; gpu: minutes on a GPU")
+                   help="smoke: about a minute, a check; cpu: digits on 2 CPU cores in 9.5 to 12 minutes (--minutes 9 "
+                        "caps it); gpu: minutes on a GPU")
     p.add_argument("--out", help="output folder (default runs/<preset>); an existing run there is resumed")
     p.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
     p.add_argument("--minutes", type=float, help="instead of --steps: as many steps as fit in this many minutes "
