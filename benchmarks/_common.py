@@ -11,6 +11,7 @@ import argparse
 import datetime as _dt
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -124,8 +125,10 @@ class Timer:
 
 
 def command_line() -> str:
-    return "python " + " ".join([str(Path(sys.argv[0]).relative_to(HERE.parent)) if Path(sys.argv[0]).is_absolute()
-                                 and HERE.parent in Path(sys.argv[0]).parents else sys.argv[0], *sys.argv[1:]])
+    """The command that runs this script again, each argument quoted for a shell where it needs it."""
+    script = (str(Path(sys.argv[0]).relative_to(HERE.parent)) if Path(sys.argv[0]).is_absolute()
+              and HERE.parent in Path(sys.argv[0]).parents else sys.argv[0])
+    return "python " + shlex.join([script, *sys.argv[1:]])
 
 
 def command_cell(command: str, stopped: str | None = None) -> str:

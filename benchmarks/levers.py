@@ -13,6 +13,8 @@ for-loop AdamW, which measured the same within noise), a foreach EMA. The rows:
 
 * ``Trainer.train_step``: the package's Trainer as it ships (it reads the loss and the gradient
   norm every step, to name the step of a NaN, and draws batch indices on the CPU for exact resume);
+* ``Trainer contiguous`` (CPU) / ``Trainer channels_last`` (CUDA): the Trainer with the other memory format
+  than ``TrainConfig.memory_format="auto"`` picks (channels_last on a CPU since 2026-12-04, contiguous elsewhere);
 * ``data on host``: images kept in (pinned) CPU memory, the batch gathered there and copied over;
 * ``fp32`` (CUDA) / ``bf16`` (CPU): autocast flipped;
 * ``AdamW foreach`` and ``AdamW for-loop`` (instead of fused; on a CPU: for-loop and fused);
@@ -85,7 +87,7 @@ import references  # noqa: E402
 from ddpm_helpers._validate import skip_value_checks  # noqa: E402
 from ddpm_helpers.losses import diffusion_loss, drop_labels  # noqa: E402
 from ddpm_helpers.presets import PRESETS, get_preset  # noqa: E402
-from ddpm_helpers.train import Trainer, TrainConfig  # noqa: E402
+from ddpm_helpers.train import Trainer, TrainConfig, uses_channels_last  # noqa: E402
 from ddpm_helpers.unet import UNet, count_parameters  # noqa: E402
 
 PARTS = ("speed", "quality")
@@ -268,7 +270,10 @@ def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, d
     cuda, batch_size = device.type == "cuda", config.batch_size
     base = {"data": "device", "amp": "bf16" if cuda else "off", "optimizer": "fused" if cuda else "foreach",
             "ema": "foreach", "compile": False, "channels_last": False, "cuda_graph": False}
-    rows = [("baseline", base, {}), ("Trainer.train_step", None, {}), ("data on host", {**base, "data": "host"}, {})]
+    # the Trainer picks its memory format by device (TrainConfig.memory_format="auto"); this row flips that choice
+    other = "channels_last" if not uses_channels_last("auto", device) else "contiguous"
+    rows = [("baseline", base, {}), ("Trainer.train_step", None, {}), (f"Trainer {other}", None, {"memory_format": other}),
+            ("data on host", {**base, "data": "host"}, {})]
     rows.append(("fp32", {**base, "amp": "off"}, {}) if cuda else ("bf16 autocast", {**base, "amp": "bf16"}, {}))
     for opt in ("fused", "foreach", "loop"):
         if opt != base["optimizer"] and (opt != "fused" or fused_adamw_supported(device)):  # torch < 2.4: no CPU fused
@@ -544,11 +549,16 @@ def main(argv: list[str] | None = None) -> int:
     args.quality_samples = args.quality_samples or (16 if args.smoke else 1000)
     if args.smoke and args.quality_steps is None:
         args.quality_steps = 4
+    config = get_preset(preset).train
+    known = [n for n, _, _ in speed_levers(device, config)] + [n for n, _ in quality_levers(config)]
+    unknown = [n for n in (args.only or []) if n not in known]
+    if unknown:  # a misspelt name would otherwise run the baseline alone, silently
+        build_parser().error(f"--only: no lever named {', '.join(map(repr, unknown))} for the {preset!r} preset on "
+                             f"{device.type}; the levers are: {', '.join(dict.fromkeys(known))}")
     data_dir = args.data_dir
     machine = _common.machine()
     print(f"levers ({','.join(args.part)}) of the {preset!r} preset on {machine}", flush=True)
     images, labels, load_seconds = _common.load_training_data(args, device, SMOKE_LIMIT)
-    config = get_preset(preset).train
     if args.smoke:
         config = TrainConfig.from_dict({**config.to_dict(), "batch_size": min(config.batch_size, 16)})
     date, command = time.strftime("%Y-%m-%d"), _common.command_line()

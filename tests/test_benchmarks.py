@@ -205,7 +205,7 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     assert (speed["name"], quality["name"]) == ("levers_speed", "levers_quality")
     rows = {r["lever"]: r for r in speed["rows"]}
     fused = ["AdamW fused"] if cpu_optimizer(load_levers_module()) == "fused" else []   # torch < 2.4: no CPU fused
-    assert list(rows) == ["baseline", "Trainer.train_step", "data on host", "bf16 autocast", *fused,
+    assert list(rows) == ["baseline", "Trainer.train_step", "Trainer contiguous", "data on host", "bf16 autocast", *fused,
                           "AdamW for-loop", "EMA for-loop", "channels_last", "batch x0.5", "batch x2",
                           "2x2 pixel-unshuffle"]
     assert not [r for r in rows.values() if "error" in r], rows
@@ -222,6 +222,9 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
         assert abs(rows[name]["mean_loss"] - base["mean_loss"]) < 1e-4, (name, rows[name]["mean_loss"])
     assert abs(rows["bf16 autocast"]["mean_loss"] - base["mean_loss"]) < 1e-2
     assert abs(rows["Trainer.train_step"]["mean_loss"] - base["mean_loss"]) < 0.1 * base["mean_loss"]
+    # the Trainer in NCHW draws the same batches as the Trainer in its CPU default, NHWC: only rounding differs
+    assert abs(rows["Trainer contiguous"]["mean_loss"] - rows["Trainer.train_step"]["mean_loss"]) < 1e-4
+    assert rows["Trainer contiguous"]["overrides"] == {"memory_format": "contiguous"}
     assert rows["batch x2"]["batch_size"] == 2 * base["batch_size"] == 4 * rows["batch x0.5"]["batch_size"]
     levers = [r["lever"] for r in quality["rows"]]
     assert levers == ["baseline", "batch x2, lr x sqrt2", "batch x0.5, lr / sqrt2", "linear schedule",
@@ -245,6 +248,7 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths():
     (["--part", "speed,fast"], ["--part", "speed, quality", "'speed,fast'"]),
     (["--speed-steps", "0"], ["--speed-steps", "positive integer", "'0'"]),
     (["--repeats", "0"], ["--repeats", "positive integer", "'0'"]),
+    (["--only", "Trainer contigous"], ["--only", "no lever named 'Trainer contigous'", "Trainer contiguous"]),
     (["--quality-seconds", "-3"], ["--quality-seconds", "positive number of seconds", "'-3'"]),
 ])
 def test_levers_bad_flags_are_named(args, words):
@@ -619,3 +623,10 @@ def test_a_recorded_row_joins_its_table_not_the_prose_below_it(tmp_path):
                               "A line of prose.\n\n## two\n\ntext\n| 8 | 9 |\n")
     with pytest.raises(KeyError, match="no section '## three'"):
         common._append_row("three", "| 1 |", md)
+
+
+def test_recorded_command_quotes_an_argument_with_a_space(monkeypatch):
+    """A row's command must run again as written: `--only 'Trainer contiguous'`, not two arguments."""
+    common = load_benchmark_module("_common")
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / "levers.py"), "--only", "Trainer contiguous"])
+    assert common.command_line() == "python benchmarks/levers.py --only 'Trainer contiguous'"

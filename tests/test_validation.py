@@ -105,6 +105,8 @@ CASES = [
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),
     # training
     ("config schedule", lambda: TrainConfig(schedule="cos"), ValueError, "schedule must be one of"),
+    ("config memory_format", lambda: TrainConfig(memory_format="nhwc"), ValueError,
+     "memory_format must be one of 'auto', 'channels_last', 'contiguous'; got 'nhwc'"),
     ("config lr", lambda: TrainConfig(lr=0.0), ValueError, r"lr must be a finite number in \(0.0, inf\)"),
     ("config batch", lambda: TrainConfig(batch_size=0), ValueError, r"batch_size must be an integer in \[1, inf\]"),
     ("config ema", lambda: TrainConfig(ema_decay=1.0), ValueError, r"ema_decay must be .* \[0.0, 1.0\)"),
