@@ -457,3 +457,24 @@ def test_channels_last_changes_the_layout_not_the_maths(tmp_path, mnist_small, t
     assert all(w.is_contiguous() for w in _conv_weights(resumed.model))
     resumed.fit()
     assert len(resumed.history) == 12
+
+
+def test_a_model_with_5d_weights_stays_in_its_layout_or_gets_a_clear_error(mnist_small, tiny_config):
+    """channels_last is a 4-D layout: 'auto' skips a model with Conv3d weights; an explicit request names the problem."""
+    import dataclasses
+
+    class Video(torch.nn.Module):  # a (useless) network with one 5-D weight, called like the U-Net
+        def __init__(self):
+            super().__init__()
+            self.conv3d = torch.nn.Conv3d(1, 1, 1)
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x, t, y=None):
+            return self.conv(self.conv3d(x.unsqueeze(2)).squeeze(2))
+
+    images, _ = mnist_small
+    trainer = Trainer(dataclasses.replace(tiny_config, steps=2), images, device="cpu", model=Video())
+    assert trainer.model.conv3d.weight.is_contiguous()
+    trainer.fit()
+    with pytest.raises(ValueError, match="memory_format='channels_last' needs a model without 5-D weights"):
+        Trainer(dataclasses.replace(tiny_config, memory_format="channels_last"), images, device="cpu", model=Video())

@@ -317,7 +317,11 @@ class Trainer:
         seed_everything(config.seed)
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
         if uses_channels_last(config.memory_format, self.device):  # before the EMA copy, which keeps the layout
-            self.model.to(memory_format=torch.channels_last)
+            if not any(t.dim() == 5 for t in (*self.model.parameters(), *self.model.buffers())):
+                self.model.to(memory_format=torch.channels_last)
+            elif config.memory_format == "channels_last":  # "auto" leaves such a model in its own layout
+                raise ValueError("memory_format='channels_last' needs a model without 5-D weights (channels-last is "
+                                 "a layout of 4-D tensors; Conv3d has 5-D ones); use 'auto' or 'contiguous'")
         if self.labels is not None and getattr(self.model, "num_classes", None) is None:
             raise ValueError("config.class_conditional is True, but the model has no num_classes (it is unconditional)")
         if hasattr(self.model, "check_input"):  # image size vs the U-Net's down-sampling, before any training
