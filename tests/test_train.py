@@ -1,6 +1,7 @@
 """Training: the loss falls, resume is exact, NaNs are caught, bf16 works, the EMA follows the weights."""
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -433,8 +434,6 @@ def test_memory_format_auto_is_channels_last_on_a_cpu_only():
 def test_channels_last_changes_the_layout_not_the_maths(tmp_path, mnist_small, tiny_config):
     """The CPU default stores conv weights (model and EMA) in NHWC; a run gives the same losses as NCHW, up to
     float rounding, and a checkpoint resumes across the two layouts."""
-    import dataclasses
-
     images, _ = mnist_small
     runs = {}
     for fmt in ("channels_last", "contiguous", "auto"):
@@ -461,8 +460,6 @@ def test_channels_last_changes_the_layout_not_the_maths(tmp_path, mnist_small, t
 
 def test_a_model_with_5d_weights_stays_in_its_layout_or_gets_a_clear_error(mnist_small, tiny_config):
     """channels_last is a 4-D layout: 'auto' skips a model with Conv3d weights; an explicit request names the problem."""
-    import dataclasses
-
     class Video(torch.nn.Module):  # a (useless) network with one 5-D weight, called like the U-Net
         def __init__(self):
             super().__init__()

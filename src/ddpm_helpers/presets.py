@@ -3,8 +3,7 @@
 * ``smoke``: a tiny network for a few hundred steps; proves the pipeline end to end on a CPU in
   about a minute (its samples are strokes, not yet digits). Used by CI.
 * ``cpu``: a narrow, class-conditional U-Net on 2x2-folded images and fewer timesteps, for a laptop
-  without a GPU: 7.3 minutes of training on a 2-core Intel Xeon (2026-12-04, channels-last; 9.5 to 12 minutes
-  on the chips measured before the Trainer stored the network channels-last on a CPU; ``--minutes 9`` caps it);
+  without a GPU: 7 to 12 minutes of training on 2 cores, depending on the chip (``--minutes 9`` caps it);
   its samples are drawn with guidance 2
   (see ``benchmarks/cpu_track.py`` and ``benchmarks/RESULTS.md`` for what it reaches).
 * ``gpu``: the full recipe for a single GPU (bf16, large batches).

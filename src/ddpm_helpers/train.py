@@ -118,10 +118,10 @@ def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
     ``"auto"`` does so on a CPU only. There oneDNN's convolutions are faster in NHWC: the Trainer ran the ``cpu``
     preset at 373 images/s against 271 in the contiguous layout, 1.37 times faster (median of 8 interleaved rounds
     of ``benchmarks/levers.py``; Intel Xeon with AVX-512, 2 cores, 2026-12-04), and the preset's 2,300 steps
-    trained in 437 s instead of 730 s. On a GPU it was slower: 65 against 56 ms for the ``gpu`` preset's forward and backward
-    in bf16 (one H200, 2026-11-28, ``benchmarks/results/gpu-probe-20261128.json``), so ``"auto"`` keeps the
-    default layout there. The layout changes where numbers sit in memory, not
-    what is computed: the losses agree up to float rounding.
+    trained in 437 s instead of 730 s. On a GPU it was slower: 65 against 56 ms for the ``gpu`` preset's forward
+    and backward in bf16 (one H200, 2026-11-28, ``benchmarks/results/gpu-probe-20261128.json``), so ``"auto"``
+    keeps the default layout there. The layout changes where numbers sit in memory, not what is computed: the
+    losses agree up to float rounding.
     """
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
     if memory_format == "auto":
