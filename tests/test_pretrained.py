@@ -48,3 +48,15 @@ def test_pretrained_model_draws_the_requested_digits():
     noise_features, noise_probs = classify(load_classifier(), torch.randn(40, 1, 28, 28).clamp(-1, 1))
     assert float((noise_probs.argmax(1) == digits).double().mean()) < 0.5
     assert not reference_digit_gaussians().in_distribution(noise_features).any()
+
+
+def test_pretrained_model_is_channels_last_on_a_cpu_and_draws_the_same_digits_as_the_contiguous_one():
+    fast, schedule, config = pretrained.load_pretrained("mnist-cpu")
+    plain, _, _ = pretrained.load_pretrained("mnist-cpu", memory_format="contiguous")
+    convs = [(p, q) for p, q in zip(fast.parameters(), plain.parameters()) if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                         and q.is_contiguous() and torch.equal(p, q) for p, q in convs)
+    digits = torch.arange(8) % 10
+    draws = [sample(m, schedule, 8, method="ddim", steps=10, y=digits, guidance_scale=2.0,
+                    prediction=config.prediction, generator=torch.Generator().manual_seed(0)) for m in (fast, plain)]
+    assert torch.allclose(draws[0], draws[1], atol=1e-4)

@@ -15,7 +15,16 @@ import torch
 
 from ddpm_helpers.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from ddpm_helpers.losses import diffusion_loss
-from ddpm_helpers.train import EMA, NonFiniteLossError, Trainer, TrainConfig, has_native_bf16, uses_channels_last
+from ddpm_helpers.sampling import sample
+from ddpm_helpers.train import (
+    EMA,
+    NonFiniteLossError,
+    Trainer,
+    TrainConfig,
+    apply_memory_format,
+    has_native_bf16,
+    uses_channels_last,
+)
 from ddpm_helpers.unet import UNet
 
 
@@ -475,3 +484,37 @@ def test_a_model_with_5d_weights_stays_in_its_layout_or_gets_a_clear_error(mnist
     trainer.fit()
     with pytest.raises(ValueError, match="memory_format='channels_last' needs a model without 5-D weights"):
         Trainer(dataclasses.replace(tiny_config, memory_format="channels_last"), images, device="cpu", model=Video())
+
+
+def test_load_model_is_channels_last_on_a_cpu_and_samples_as_the_contiguous_model(tmp_path, mnist_small, tiny_config):
+    images, _ = mnist_small
+    trainer = Trainer(dataclasses.replace(tiny_config, steps=4, memory_format="contiguous"), images, device="cpu",
+                      out_dir=tmp_path)
+    trainer.fit()
+    path = list_checkpoints(tmp_path)[-1]
+    fast, schedule, config = Trainer.load_model(path)                     # "auto": channels-last on a CPU
+    plain, _, _ = Trainer.load_model(path, memory_format="contiguous")
+    assert not fast.training and not plain.training
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+               for w in _conv_weights(fast))
+    assert all(w.is_contiguous() for w in _conv_weights(plain))
+    for p, q, r in zip(fast.parameters(), plain.parameters(), trainer.ema_model.parameters()):
+        assert torch.equal(p, q) and torch.equal(p, r)                     # the same numbers, stored differently
+    draws = [sample(m, schedule, 6, method="ddim", steps=5, prediction=config.prediction, clip_x0=False,
+                    generator=torch.Generator().manual_seed(1)) for m in (fast, plain)]
+    assert torch.allclose(draws[0], draws[1], atol=1e-4)
+
+
+def test_apply_memory_format_converts_both_ways_and_leaves_other_cases_alone():
+    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
+    assert apply_memory_format(net, "channels_last", "cpu") is net
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in _conv_weights(net))
+    apply_memory_format(net, "auto", "cuda")                              # "auto" off a CPU: left as it is
+    assert all(not w.is_contiguous() for w in _conv_weights(net))
+    apply_memory_format(net, "contiguous", "cpu")                         # an explicit request turns it back
+    assert all(w.is_contiguous() for w in _conv_weights(net))
+    video = torch.nn.Sequential(torch.nn.Conv3d(2, 2, 3), torch.nn.Conv2d(2, 2, 3))
+    apply_memory_format(video, "auto", "cpu")
+    assert video[0].weight.is_contiguous() and video[1].weight.is_contiguous()
+    with pytest.raises(ValueError, match="needs a model without 5-D weights"):
+        apply_memory_format(video, "channels_last", "cpu")

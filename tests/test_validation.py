@@ -17,7 +17,8 @@ from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import get_preset
 from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict, sample
 from ddpm_helpers.schedules import NoiseSchedule, make_betas
-from ddpm_helpers.train import EMA, Trainer, TrainConfig, seed_everything, select_device
+from ddpm_helpers.pretrained import load_pretrained
+from ddpm_helpers.train import EMA, Trainer, TrainConfig, apply_memory_format, seed_everything, select_device
 from ddpm_helpers.unet import SimpleUNet, UNet, UNetConfig, sinusoidal_embedding
 
 S = NoiseSchedule.from_name("linear", 10)
@@ -107,6 +108,14 @@ CASES = [
     ("config schedule", lambda: TrainConfig(schedule="cos"), ValueError, "schedule must be one of"),
     ("config memory_format", lambda: TrainConfig(memory_format="nhwc"), ValueError,
      "memory_format must be one of 'auto', 'channels_last', 'contiguous'; got 'nhwc'"),
+    ("load_model memory_format", lambda: Trainer.load_model("never-read.pt", memory_format="NHWC"), ValueError,
+     "memory_format must be one of 'auto', 'channels_last', 'contiguous'; got 'NHWC'"),
+    ("load_pretrained memory_format", lambda: load_pretrained("mnist-cpu", memory_format=None), ValueError,
+     "memory_format must be one of 'auto', 'channels_last', 'contiguous'; got None"),
+    ("apply_memory_format model", lambda: apply_memory_format("unet.pt", "auto", "cpu"), TypeError,
+     "model must be a torch.nn.Module, got str"),
+    ("apply_memory_format device", lambda: apply_memory_format(NET, "auto", "gpu"), ValueError,
+     "device must be a torch device such as 'cpu', 'cuda'.*got 'gpu'"),
     ("config lr", lambda: TrainConfig(lr=0.0), ValueError, r"lr must be a finite number in \(0.0, inf\)"),
     ("config batch", lambda: TrainConfig(batch_size=0), ValueError, r"batch_size must be an integer in \[1, inf\]"),
     ("config ema", lambda: TrainConfig(ema_decay=1.0), ValueError, r"ema_decay must be .* \[0.0, 1.0\)"),

