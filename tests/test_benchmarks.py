@@ -630,3 +630,34 @@ def test_recorded_command_quotes_an_argument_with_a_space(monkeypatch):
     common = load_benchmark_module("_common")
     monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / "levers.py"), "--only", "Trainer contiguous"])
     assert common.command_line() == "python benchmarks/levers.py --only 'Trainer contiguous'"
+
+
+def test_sampling_layout_smoke_times_both_layouts_and_they_draw_the_same_digits():
+    before = RESULTS_MD.read_bytes()
+    result = run_script("sampling_layout.py", "--smoke", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert RESULTS_MD.read_bytes() == before
+    (saved,) = saved_results(result.stdout)
+    assert saved["name"] == "sampling_layout" and saved["smoke"] and saved["stopped_early"] is None
+    (row,) = saved["forward"]
+    assert row["rounds"] == 2 and row["batch"] == 4 and row["precision"] == "fp32"
+    speeds = row["median_images_per_s"]
+    assert set(speeds) == {"NCHW", "NHWC"} and all(v > 0 for v in speeds.values())
+    assert row["nhwc_over_nchw"] == pytest.approx(speeds["NHWC"] / speeds["NCHW"])
+    end = saved["end_to_end"]
+    assert end["images"] == 4 and all(s > 0 for s in end["seconds"].values())
+    assert end["max_abs_difference"] < 1e-4                   # the layout moves numbers, it does not change them
+    assert section_columns("sampling_layout") == 10 and row["network"] in result.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--batches", "64,0"], ["--batches", "positive batch sizes", "'64,0'"]),
+    (["--repeats", "0"], ["--repeats", "positive integer", "'0'"]),
+    (["--seconds", "0"], ["--seconds", "(0, 60]", "0.0"]),
+    (["--sample-images", "-1"], ["--sample-images", "0 (skip) or a positive number", "-1"]),
+])
+def test_sampling_layout_bad_flags_are_named(args, words):
+    result = run_script("sampling_layout.py", *args, timeout=120)
+    assert result.returncode == 2, result.stderr
+    for word in words:
+        assert word in result.stderr, (word, result.stderr)
