@@ -119,7 +119,7 @@ class UNetConfig:
     #                                                   None = only the lowest resolution
     dropout: float = 0.1
     num_classes: int | None = None       # e.g. 10 for class-conditional MNIST; label num_classes = "no label"
-    groups: int = 8                      # GroupNorm groups
+    groups: int = 8                      # GroupNorm groups (a layer of C channels uses gcd(groups, C) of them)
     heads: int = 4                       # attention heads
     pixel_unshuffle: int = 1             # 2: fold each 2x2 patch into channels first (28x28x1 -> 14x14x4), 4x cheaper
     extra: dict = field(default_factory=dict)  # free-form notes, saved with checkpoints
