@@ -55,13 +55,15 @@ def existing_dir(text: str) -> str:
     return text
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """--device, --data-dir, --smoke and --record: the flags of every script that trains on MNIST."""
+def add_run_flags(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    """--device, --data-dir, --smoke and --record: the flags of every script that trains on MNIST (``data=False``:
+    no --data-dir, for a script that reads no MNIST)."""
     from ddpm_helpers.train import DEVICES
 
     parser.add_argument("--device", choices=DEVICES, default="auto")
-    parser.add_argument("--data-dir", type=existing_dir, default=None, metavar="DIR",
-                        help="folder with MNIST (default: $DDPM_DATA_DIR or the package's search order)")
+    if data:
+        parser.add_argument("--data-dir", type=existing_dir, default=None, metavar="DIR",
+                            help="folder with MNIST (default: $DDPM_DATA_DIR or the package's search order)")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI (writes no RESULTS.md rows)")
     parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
 
@@ -75,7 +77,8 @@ def parse_run_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> t
         device = select_device(args.device)
     except ValueError as err:
         parser.error(f"argument --device: {err}")
-    args.data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
+    if hasattr(args, "data_dir"):
+        args.data_dir = args.data_dir or os.environ.get("DDPM_DATA_DIR")
     return args, device
 
 

@@ -49,7 +49,6 @@ import _common  # noqa: E402
 from ddpm_helpers.presets import get_preset  # noqa: E402
 from ddpm_helpers.pretrained import load_pretrained  # noqa: E402
 from ddpm_helpers.sampling import sample  # noqa: E402
-from ddpm_helpers.train import select_device  # noqa: E402
 from ddpm_helpers.unet import SimpleUNet, UNet, count_parameters  # noqa: E402
 
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
@@ -149,7 +148,6 @@ def markdown(result: dict, date: str, machine: str, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument("--batches", type=lambda s: _common.positive_int_list(s, "batch sizes"),
                         default=[64, 256, 1024], help="images per forward pass (default 64,256,1024)")
     parser.add_argument("--repeats", type=_common.positive_int, default=3, help="interleaved rounds (default 3)")
@@ -159,14 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-images", type=int, default=256,
                         help="digits the shipped model draws in each layout (0: skip; default 256)")
     parser.add_argument("--sample-steps", type=_common.positive_int, default=20, help="DDIM steps (default 20)")
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
-    parser.add_argument("--record", action="store_true", help="write RESULTS.md rows even in smoke mode")
-    args = parser.parse_args(argv)
+    _common.add_run_flags(parser, data=False)
+    args, device = _common.parse_run_args(parser, argv)
     if not (0 < args.seconds <= 60):
         parser.error(f"--seconds must be a number of seconds in (0, 60], got {args.seconds}")
     if args.sample_images < 0:
         parser.error(f"--sample-images must be 0 (skip) or a positive number of images, got {args.sample_images}")
-    device = select_device(args.device)
     if args.smoke:
         args.batches, args.repeats, args.seconds, args.sample_images, args.sample_steps = [4], 2, 0.01, 4, 2
     precisions = (["fp32", "bf16"] if device.type == "cuda" else ["fp32"]) if args.precision is None else (

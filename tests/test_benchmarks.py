@@ -655,6 +655,8 @@ def test_sampling_layout_smoke_times_both_layouts_and_they_draw_the_same_digits(
     (["--repeats", "0"], ["--repeats", "positive integer", "'0'"]),
     (["--seconds", "0"], ["--seconds", "(0, 60]", "0.0"]),
     (["--sample-images", "-1"], ["--sample-images", "0 (skip) or a positive number", "-1"]),
+    pytest.param(["--device", "cuda"], ["--device", "'cuda' was requested but is not available"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_sampling_layout_bad_flags_are_named(args, words):
     result = run_script("sampling_layout.py", *args, timeout=120)
