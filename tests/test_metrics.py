@@ -1,6 +1,7 @@
 """Metrics: the shipped classifier's accuracy, and FD / KID checked against torchmetrics."""
 
 import json
+import math
 from collections import OrderedDict
 from importlib import resources
 
@@ -48,6 +49,19 @@ def test_kid_matches_torchmetrics_formula():
     expected = tm.poly_mmd(a, b, degree=3, gamma=1 / 8, coef=1.0)
     assert abs(mine - float(expected)) < 1e-9 * max(1.0, abs(float(expected)))
 
+
+
+def test_kid_std_is_the_sample_standard_deviation_over_subsets():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(60, 8, generator=gen, dtype=torch.float64)
+    b = torch.randn(60, 8, generator=gen, dtype=torch.float64) + 0.3
+    one_at_a_time = torch.Generator().manual_seed(5)  # k calls of one subset draw the same subsets as one call of k
+    values = torch.tensor([kernel_inception_distance(a, b, 1, 20, one_at_a_time)[0] for _ in range(4)],
+                          dtype=torch.float64)
+    mean, std = kernel_inception_distance(a, b, 4, 20, torch.Generator().manual_seed(5))
+    assert values.std() > 0 and math.isclose(mean, float(values.mean()), rel_tol=1e-12)
+    assert math.isclose(std, float(values.std(correction=1)), rel_tol=1e-12)  # divided by subsets - 1, as documented
+    assert not math.isclose(std, float(values.std(correction=0)), rel_tol=1e-3)  # not torchmetrics' population one
 
 def test_evaluate_samples_on_real_and_bad_images(classifier, data_dir):
     real, labels = load_mnist("train", data_dir, download=False, limit=12000)
