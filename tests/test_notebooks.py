@@ -57,6 +57,22 @@ def test_badge_setup_and_parameters_follow_the_configured_repository(path):
     assert "assert " in text
 
 
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_header_states_a_measured_run_time_on_a_cpu_and_on_a_gpu(path):
+    """Issue 3: every notebook gives its full-run time on a CPU (a measured number, with the date and the chip) and
+    on a GPU (a number, or why there is none yet)."""
+    header = "".join(json.loads(path.read_text())["cells"][0]["source"])
+    assert "**Run time**" in header, f"{path.name}: no run time in the first cell"
+    run_time = header[header.index("**Run time**"):]
+    cpu, _, gpu = run_time.partition("GPU")
+    assert "CPU" in cpu and gpu, f"{path.name}: the run time must name a CPU time and then the GPU's"
+    assert re.search(r"\d+(\.\d+)? (s|min)\b", cpu), f"{path.name}: no measured CPU time"
+    assert re.search(r"20\d\d-\d\d-\d\d", cpu) and re.search(r"Xeon|EPYC|Core|Ryzen|Apple", cpu), \
+        f"{path.name}: a CPU time needs its date and chip"
+    assert re.search(r"\d+(\.\d+)? (s|ms|min)\b", gpu) or "not yet measured" in gpu, f"{path.name}: GPU time"
+
+
 def test_exact_float32_switches_tf32_off_inside_and_restores_it_even_after_an_error():
     import torch
 
