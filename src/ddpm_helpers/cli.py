@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a preset")
     p.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
                    help="smoke: about a minute, a check; cpu: digits on 2 CPU cores in 6 to 12 minutes (--minutes 9 "
-                        "caps it); gpu: minutes on a GPU")
+                        "fits the run to about 9); gpu: minutes on a GPU")
     p.add_argument("--out", help="output folder (default runs/<preset>); an existing run there is resumed")
     p.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
     p.add_argument("--minutes", type=float, help="instead of --steps: as many steps as fit in this many minutes "

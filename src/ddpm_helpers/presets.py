@@ -3,7 +3,7 @@
 * ``smoke``: a tiny network for a few hundred steps; proves the pipeline end to end on a CPU in
   about a minute (its samples are strokes, not yet digits). Used by CI.
 * ``cpu``: a narrow, class-conditional U-Net on 2x2-folded images and fewer timesteps, for a laptop
-  without a GPU: 6 to 12 minutes of training on 2 cores, depending on the chip (``--minutes 9`` caps it);
+  without a GPU: 6 to 12 minutes of training on 2 cores, depending on the chip (``--minutes 9`` fits the run to about 9 minutes);
   its samples are drawn with guidance 2
   (see ``benchmarks/cpu_track.py`` and ``benchmarks/RESULTS.md`` for what it reaches).
 * ``gpu``: the full recipe for a single GPU (bf16, large batches).
@@ -50,7 +50,7 @@ PRESETS: dict[str, Preset] = {
         name="cpu",
         description="a narrow class-conditional U-Net on 2x2-folded (14x14x4) images, T=500, v-prediction, "
                     "2,300 steps: digits in 6 to 12 minutes of training on 2 CPU cores (chip-dependent; "
-                    "--minutes 9 caps it)",
+                    "--minutes 9 fits the run to about 9)",
         train=TrainConfig(
             schedule="cosine", num_timesteps=500, prediction="v", base_channels=32, channel_mults=(1, 2),
             num_res_blocks=1, attention_levels=(1,), pixel_unshuffle=2, dropout=0.0, class_conditional=True,
