@@ -125,3 +125,16 @@ def test_dependencies_leave_colab_its_own_torch_and_widgets():
     assert "2.3.0" in deps["torch"].specifier and "2.14.1" in deps["torch"].specifier and "99.0" in deps["torch"].specifier
     assert "7.7.1" in deps["ipywidgets"].specifier and "8.1.5" in deps["ipywidgets"].specifier
     assert "ipywidgets>=7.6" in (root / "environment.yml").read_text()
+
+
+def test_readme_and_the_course_map_give_the_same_run_times():
+    """The README's table and notebook 00's map both list each notebook's full-run time on a CPU: one measurement,
+    so the two must agree (a re-timed notebook updates both)."""
+    readme = (REPO / "README.md").read_text()
+    in_readme = dict(re.findall(r"^\| `(\d\d)_\w+` \|.*\| ([^|]+?) \|$", readme, re.M))
+    overview = "".join("".join(c["source"]) for c in json.loads(NOTEBOOKS[0].read_text())["cells"])
+    in_map = dict(re.findall(r"^\| \*\*(\d\d) · [^|]+\*\* \|.*\| ([^|]+?) \|$", overview, re.M))
+    expected = {p.name[:2] for p in NOTEBOOKS}
+    assert set(in_readme) == expected and set(in_map) == expected, (sorted(in_readme), sorted(in_map))
+    assert in_readme == in_map
+    assert all(re.fullmatch(r"[\d.]+( to [\d.]+)? (s|min)", t) for t in in_map.values()), in_map
