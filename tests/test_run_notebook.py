@@ -110,3 +110,41 @@ def test_evidence_keeps_the_printed_numbers_and_the_pictures(tmp_path):
     result = subprocess.run([sys.executable, str(EVIDENCE), plain, nb06, "--out", tmp_path / "ev"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "run_notebook" in result.stderr
+
+
+def _load_evidence_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebook_evidence", EVIDENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evidence_stores_a_grey_figure_in_grey_pixel_for_pixel_and_leaves_colour_alone():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    compact_png = _load_evidence_module().compact_png
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (60, 80), dtype=np.uint8)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])   # what matplotlib writes for a grey figure
+
+    def png(array):
+        out = io.BytesIO()
+        Image.fromarray(array).save(out, format="PNG")
+        return out.getvalue()
+
+    original = png(rgba)
+    smaller = compact_png(original)
+    assert len(smaller) < len(original)
+    assert Image.open(io.BytesIO(smaller)).mode == "L"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(smaller)).convert("RGBA")), rgba)
+    coloured = rgba.copy()
+    coloured[5, 5, 0] = coloured[5, 5, 1] ^ 1                          # one pixel not grey
+    see_through = rgba.copy()
+    see_through[0, 0, 3] = 0                                           # one transparent pixel
+    for kept in (png(coloured), png(see_through), base64.b64decode(PNG)):
+        assert compact_png(kept) == kept
