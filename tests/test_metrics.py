@@ -50,7 +50,6 @@ def test_kid_matches_torchmetrics_formula():
     assert abs(mine - float(expected)) < 1e-9 * max(1.0, abs(float(expected)))
 
 
-
 def test_kid_std_is_the_sample_standard_deviation_over_subsets():
     gen = torch.Generator().manual_seed(1)
     a = torch.randn(60, 8, generator=gen, dtype=torch.float64)
@@ -62,6 +61,7 @@ def test_kid_std_is_the_sample_standard_deviation_over_subsets():
     assert values.std() > 0 and math.isclose(mean, float(values.mean()), rel_tol=1e-12)
     assert math.isclose(std, float(values.std(correction=1)), rel_tol=1e-12)  # divided by subsets - 1, as documented
     assert not math.isclose(std, float(values.std(correction=0)), rel_tol=1e-3)  # not torchmetrics' population one
+
 
 def test_evaluate_samples_on_real_and_bad_images(classifier, data_dir):
     real, labels = load_mnist("train", data_dir, download=False, limit=12000)

@@ -57,7 +57,6 @@ def test_badge_setup_and_parameters_follow_the_configured_repository(path):
     assert "assert " in text
 
 
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_header_states_a_measured_run_time_on_a_cpu_and_on_a_gpu(path):
     """Issue 3: every notebook gives its full-run time on a CPU (a measured number, with the date and the chip) and

@@ -112,22 +112,15 @@ def test_evidence_keeps_the_printed_numbers_and_the_pictures(tmp_path):
     assert result.returncode == 2 and "run_notebook" in result.stderr
 
 
-def _load_evidence_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("notebook_evidence", EVIDENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_evidence_stores_a_grey_figure_in_grey_pixel_for_pixel_and_leaves_colour_alone():
     import io
 
     import numpy as np
     from PIL import Image
 
-    compact_png = _load_evidence_module().compact_png
+    sys.path.insert(0, str(EVIDENCE.parent))   # scripts/, as tests/test_notebooks.py does
+    from notebook_evidence import compact_png
+
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (60, 80), dtype=np.uint8)
     rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])   # what matplotlib writes for a grey figure

@@ -3,8 +3,8 @@
 * ``smoke``: a tiny network for a few hundred steps; proves the pipeline end to end on a CPU in
   about a minute (its samples are strokes, not yet digits). Used by CI.
 * ``cpu``: a narrow, class-conditional U-Net on 2x2-folded images and fewer timesteps, for a laptop
-  without a GPU: 6 to 12 minutes of training on 2 cores, depending on the chip (``--minutes 9`` fits the run to about 9 minutes);
-  its samples are drawn with guidance 2
+  without a GPU: 6 to 12 minutes of training on 2 cores, depending on the chip (``--minutes 9`` fits the run
+  to about 9 minutes); its samples are drawn with guidance 2
   (see ``benchmarks/cpu_track.py`` and ``benchmarks/RESULTS.md`` for what it reaches).
 * ``gpu``: the full recipe for a single GPU (bf16, large batches).
 
@@ -89,6 +89,7 @@ def preset_for(device: torch.device | str) -> str:
 
     The ``gpu`` recipe (6.9 M parameters, batch 512) took 68 ms per step on an H200, about 9 minutes for its
     8,000 steps. A card without bf16 (Colab's free T4, a V100) is an older and smaller one, where that recipe would
-    train in fp32 for a long time; the ``cpu`` recipe is sized for two CPU cores (6 to 12 minutes of training there, depending on the chip).
+    train in fp32 for a long time; the ``cpu`` recipe is sized for two CPU cores (6 to 12 minutes of training there,
+    depending on the chip).
     """
     return "gpu" if has_native_bf16(device) else "cpu"
