@@ -126,9 +126,9 @@ def test_dependencies_leave_colab_its_own_torch_and_widgets():
     assert "ipywidgets>=7.6" in (root / "environment.yml").read_text()
 
 
-def test_readme_and_the_course_map_give_the_same_run_times():
-    """The README's table and notebook 00's map both list each notebook's full-run time on a CPU: one measurement,
-    so the two must agree (a re-timed notebook updates both)."""
+def test_readme_course_map_and_headers_give_the_same_run_times():
+    """The README's table, notebook 00's map and each notebook's header all give the notebook's full-run time on a
+    CPU: one measurement, so the three must agree (a re-timed notebook updates all three)."""
     readme = (REPO / "README.md").read_text()
     in_readme = dict(re.findall(r"^\| `(\d\d)_\w+` \|.*\| ([^|]+?) \|$", readme, re.M))
     overview = "".join("".join(c["source"]) for c in json.loads(NOTEBOOKS[0].read_text())["cells"])
@@ -137,3 +137,10 @@ def test_readme_and_the_course_map_give_the_same_run_times():
     assert set(in_readme) == expected and set(in_map) == expected, (sorted(in_readme), sorted(in_map))
     assert in_readme == in_map
     assert all(re.fullmatch(r"[\d.]+( to [\d.]+)? (s|min)", t) for t in in_map.values()), in_map
+    in_headers = {}
+    for path in NOTEBOOKS:
+        header = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        headline = re.search(r"\*\*CPU: ([^*]+)\*\*", header)
+        assert headline, f"{path.name}: the run time must lead with the CPU time in bold, **CPU: ...**"
+        in_headers[path.name[:2]] = headline.group(1)
+    assert in_headers == in_map, "each notebook's header and the map must give the same CPU time"
