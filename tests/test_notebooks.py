@@ -41,6 +41,35 @@ def test_every_cell_has_its_own_id(path):
     assert len(set(ids)) == len(ids), f"{path.name}: two cells share an id"
 
 
+def math_problems(markdown):
+    """Why a markdown cell's maths would render wrongly, or []: an odd number of ``$`` outside code (an unclosed
+    formula), or a ``$`` right before a backtick, which GitHub and GitLab read as their own inline maths, $`...`$."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)            # fenced code blocks
+    problems = [f"GitHub reads $` as maths: ...{text[max(0, m.start() - 40):m.end() + 20]}..."
+                for m in re.finditer(r"\$`", text)]
+    prose = re.sub(r"`[^`\n]*`", "", text)                             # inline code
+    if (prose.count("$") - 2 * prose.count("$$")) % 2:
+        problems.append("an odd number of $ signs: a formula is not closed")
+    if prose.count("$$") % 2:
+        problems.append("an odd number of $$: a display formula is not closed")
+    return problems
+
+
+def test_math_problems_are_found():
+    assert math_problems(r"$a$ and $$b$$ and `$HOME` and ```\n$x\n```") == []
+    assert "GitHub reads" in math_problems(r"$\prod(1-$`betas`$)$")[0]
+    assert len(math_problems(r"$a$ and $b")) == 1
+    assert math_problems(r"$$a$$ $$b") == ["an odd number of $$: a display formula is not closed"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_markdown_maths_renders_in_jupyter_and_on_github(path):
+    cells = json.loads(path.read_text())["cells"]
+    problems = [(i, p) for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+                for p in math_problems("".join(c["source"]))]
+    assert not problems, f"{path.name}: {problems}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_badge_setup_and_parameters_follow_the_configured_repository(path):
     from set_repository import expected_badge, expected_install
