@@ -15,7 +15,7 @@ from ddpm_helpers.course import colab_badge_url
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import get_preset
-from ddpm_helpers.sampling import ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict, sample
+from ddpm_helpers.sampling import DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict, sample
 from ddpm_helpers.schedules import NoiseSchedule, make_betas
 from ddpm_helpers.pretrained import load_pretrained
 from ddpm_helpers.train import EMA, Trainer, TrainConfig, apply_memory_format, seed_everything, select_device
@@ -101,6 +101,46 @@ CASES = [
     ("ddpm_step t", lambda: ddpm_step(S, X, 10, X), ValueError, r"t must be an integer in \[0, 9\]"),
     ("ddim_step t_prev", lambda: ddim_step(S, X, 3, 3, X), ValueError, r"t_prev must be an integer in \[-1, 2\]"),
     ("ddim_timesteps 0", lambda: ddim_timesteps(10, 0), ValueError, r"steps must be an integer in \[1, 10\]"),
+    # 2026-12-05 audit: nonsense that used to run silently, or failed deep inside torch without naming the argument
+    ("model T != schedule T", lambda: sample(SimpleUNet(num_timesteps=5), S, 2, method="ddim", steps=3), ValueError,
+     r"model was built for T=5 .* schedule has T=10"),
+    ("guidance without y", lambda: sample(COND, S, 2, guidance_scale=3.0), ValueError,
+     r"guidance_scale=3.0 needs class labels y"),
+    ("guidance without y, unconditional", lambda: sample(NET, S, 2, guidance_scale=2.0), ValueError,
+     "needs class labels y"),
+    ("predict guidance without y", lambda: predict(NET, X, 3, guidance_scale=5.0), ValueError, "needs class labels y"),
+    ("eta with ddpm", lambda: sample(NET, S, 2, eta=0.5), ValueError, r"eta=0.5 is DDIM's noise level .* method='ddpm'"),
+    ("eta with dpm++2m", lambda: sample(NET, S, 2, method="dpm++2m", eta=1.0), ValueError, "use method='ddim'"),
+    ("clip_x0 string", lambda: sample(NET, S, 2, clip_x0="false"), TypeError, "clip_x0 must be True or False"),
+    ("return_trajectory string", lambda: sample(NET, S, 2, return_trajectory="no"), TypeError,
+     "return_trajectory must be True or False"),
+    ("ddpm_step clip_x0 string", lambda: ddpm_step(S, X, 3, X, clip_x0="no"), TypeError, "clip_x0 must be True or False"),
+    ("schedule as a name", lambda: sample(NET, "linear", 2), TypeError,
+     r"schedule must be a NoiseSchedule, such as NoiseSchedule.from_name\('linear', 1000\), got 'linear'"),
+    ("ddpm_step schedule", lambda: ddpm_step("linear", X, 3, X), TypeError, "schedule must be a NoiseSchedule"),
+    ("ddim_step schedule", lambda: ddim_step(None, X, 3, 2, X), TypeError, "schedule must be a NoiseSchedule"),
+    ("dpm step schedule", lambda: dpm_solver_2m_step(10, X, 3, 2, X), TypeError, "schedule must be a NoiseSchedule"),
+    ("loss schedule", lambda: diffusion_loss(NET, "linear", X), TypeError, "schedule must be a NoiseSchedule"),
+    ("min_snr schedule", lambda: min_snr_weight("s", T2, 5.0), TypeError, "schedule must be a NoiseSchedule"),
+    ("generator as a seed", lambda: sample(NET, S, 2, generator=0), TypeError,
+     r"generator must be a torch.Generator or None, got 0; for the seed 0, pass torch.Generator\(\).manual_seed\(0\)"),
+    ("q_sample generator", lambda: S.q_sample(X, T2, generator="g"), TypeError, "generator must be a torch.Generator"),
+    ("loss generator", lambda: diffusion_loss(NET, S, X, generator=1), TypeError, "generator must be a torch.Generator"),
+    ("drop_labels generator", lambda: drop_labels(T2, 10, 0.5, generator="g"), TypeError,
+     "generator must be a torch.Generator"),
+    ("UNet t fraction", lambda: NET(X, torch.tensor([0.5, 2.7])), TypeError, "t must have an integer dtype"),
+    ("UNet t bool", lambda: NET(X, torch.tensor([True, False])), TypeError, "t must have an integer dtype"),
+    ("UNet t negative", lambda: NET(X, torch.tensor([-5, -1])), ValueError, r"t must hold 0-based .* minimum of -5"),
+    ("UNet t 2-D", lambda: NET(X, torch.tensor([[1], [2]])), ValueError, "t must have 0 or 1 dimensions"),
+    ("UNet x float64", lambda: NET(X.double(), T2), TypeError, r"x is float64 \(double\).*x.float\(\)"),
+    ("SimpleUNet x float64", lambda: SimpleUNet(num_timesteps=10)(X.double(), T2), TypeError, "x is float64"),
+    ("loss x0 float64", lambda: diffusion_loss(NET, S, X.double()), TypeError, "is float64"),
+    ("ddim_timesteps T string", lambda: ddim_timesteps("10", 2), TypeError, "num_timesteps must be an integer"),
+    ("ddim_timesteps T float", lambda: ddim_timesteps(10.5, 2), TypeError, "num_timesteps must be an integer"),
+    ("DigitsInTurn string", lambda: DigitsInTurn("x"), TypeError, "model must be a class-conditional torch.nn.Module"),
+    ("trainer resume string", lambda: Trainer(TINY, IMG, resume="no"), TypeError, "resume must be True or False"),
+    ("trainer model string", lambda: Trainer(TINY, IMG, model="x"), TypeError, "model must be None .* or a torch.nn.Module"),
+    ("load_model ema string", lambda: Trainer.load_model("never-read.pt", ema="no"), TypeError, "ema must be True or False"),
     # data
     ("split", lambda: load_mnist("validation"), ValueError, "split must be one of 'train', 'test'"),
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),
@@ -319,3 +359,15 @@ def test_receptive_field_works_for_any_number_of_steps():
     from ddpm_helpers.unet import receptive_field
 
     assert int(receptive_field(SimpleUNet(num_timesteps=1)).sum()) == 81   # t = 1 used to be out of range for T = 1
+
+
+def test_a_checkpoint_folder_or_an_unusable_map_location_is_named_not_reported_as_a_corrupt_file(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder, not a checkpoint file; .* latest_checkpoint"):
+        load_checkpoint(tmp_path)
+    path = tmp_path / "step_00000001.pt"
+    path.write_bytes(b"not read: the arguments are checked first")
+    with pytest.raises(ValueError, match="map_location must be a torch device such as 'cpu'.*got 'gpu'"):
+        load_checkpoint(path, map_location="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="map_location='cuda', but this machine has no CUDA GPU; use 'cpu'"):
+            load_checkpoint(path, map_location="cuda")

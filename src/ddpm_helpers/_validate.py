@@ -158,6 +158,23 @@ def check_device(name: str, value: Any) -> torch.device:
     raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {_show(value)}")
 
 
+def check_generator(name: str, value: Any) -> torch.Generator | None:
+    """``value`` if it is None or a ``torch.Generator``, else raise naming ``name`` (a seed is not a generator)."""
+    if value is None or isinstance(value, torch.Generator):
+        return value
+    hint = f"; for the seed {value}, pass torch.Generator().manual_seed({value})" if isinstance(value, int) else ""
+    raise TypeError(f"{name} must be a torch.Generator or None, got {_show(value)}{hint}")
+
+
+def check_float64_input(name: str, x: torch.Tensor, module: Any) -> None:
+    """Raise if ``x`` is float64 while ``module``'s weights are not: torch's own error ("Input type (double) and
+    bias type (float) should be the same") does not say which argument to fix, or how."""
+    weight = next(module.parameters(), None)
+    if x.dtype == torch.float64 and weight is not None and weight.dtype != torch.float64:
+        raise TypeError(f"{name} is float64 (double), but the model's weights are {weight.dtype}; convert the input "
+                        f"with {name}.float() (tensors made from NumPy arrays are float64)")
+
+
 def check_pixel_range(name: str, images: torch.Tensor) -> torch.Tensor:
     """Raise if ``images`` leave [-1, 1] (the scale of the noise) by more than rounding; warn if they look like
     images in [0, 1] (no value below 0, which real digits in [-1, 1] always have: the background is -1)."""

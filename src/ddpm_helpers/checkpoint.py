@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._validate import check_int
+from ._validate import check_device, check_int
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")  # 8 digits, more past step 99,999,999
@@ -79,8 +79,15 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; a clear :class:`CheckpointError` if it is unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file; to read the newest checkpoint in it, "
+                                "use latest_checkpoint(folder) (or the CLI's --run)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if isinstance(map_location, (str, torch.device)):  # torch.load also takes a dict or a function: passed on
+        device = check_device("map_location", map_location)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"map_location={str(map_location)!r}, but this machine has no CUDA GPU; use 'cpu'")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:

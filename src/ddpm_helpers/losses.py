@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps
-from .schedules import PREDICTION_TYPES, NoiseSchedule, noise_like
+from ._validate import check_choice, check_float, check_generator, check_int, check_tensor, check_timesteps
+from .schedules import PREDICTION_TYPES, NoiseSchedule, check_schedule, noise_like
 
 
 def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
@@ -21,7 +21,7 @@ def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, predi
     divided by SNR for eps, by SNR + 1 for v, unchanged for x0. Shape (B,)."""
     check_float("gamma", gamma, min_value=0.0, min_inclusive=False)
     check_choice("prediction", prediction, PREDICTION_TYPES)
-    t = check_timesteps("t", t, schedule.num_timesteps)
+    t = check_timesteps("t", t, check_schedule("schedule", schedule).num_timesteps)
     snr = schedule.snr[t.to(schedule.device)]
     clipped = snr.clamp(max=gamma)
     if prediction == "eps":
@@ -36,6 +36,7 @@ def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Ge
     check_tensor("y", y, floating=False)
     check_int("num_classes", num_classes, min_value=1)
     check_float("p", p, min_value=0.0, max_value=1.0)
+    check_generator("generator", generator)
     if p == 0:
         return y
     drop = torch.rand(y.shape, generator=generator, device=y.device if generator is None else generator.device)
@@ -64,6 +65,8 @@ def diffusion_loss(
     check_choice("prediction", prediction, PREDICTION_TYPES)
     check_float("label_drop_prob", label_drop_prob, min_value=0.0, max_value=1.0)  # also when y is None
     check_tensor("x0", x0, ndim=4, floating=True, finite=True)
+    check_schedule("schedule", schedule)
+    check_generator("generator", generator)
     batch, T = x0.shape[0], schedule.num_timesteps
     gen_device = x0.device if generator is None else generator.device
     if t is None:

@@ -20,9 +20,9 @@ import math
 import torch
 from torch import nn
 
-from ._validate import (_read_values, _show, check_choice, check_device, check_float, check_int, check_tensor,
-                        skip_value_checks)
-from .schedules import PREDICTION_TYPES, NoiseSchedule, noise_like
+from ._validate import (_read_values, _show, check_bool, check_choice, check_device, check_float, check_generator,
+                        check_int, check_tensor, skip_value_checks)
+from .schedules import PREDICTION_TYPES, NoiseSchedule, check_schedule, noise_like
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
 METHODS = ("ddpm", "ddim", "dpm++2m")
@@ -58,6 +58,8 @@ def ddpm_step(
     3. add :math:`\sigma_t z` with :math:`\sigma_t^2 = \tilde\beta_t` (``"beta_tilde"``) or :math:`\beta_t`
        (``"beta"``), both from section 3.2; no noise at the last step (``t = 0``).
     """
+    check_schedule("schedule", schedule)
+    check_bool("clip_x0", clip_x0)
     check_choice("sigma", sigma, SIGMA_CHOICES)
     check_int("t", t, min_value=0, max_value=schedule.num_timesteps - 1)
     x0, _ = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
@@ -88,7 +90,8 @@ def ddim_step(
     3. :math:`x_{prev} = \sqrt{\bar\alpha_{prev}}\hat x_0 + \sqrt{1-\bar\alpha_{prev}-\sigma^2}\,\hat\epsilon + \sigma z`.
     ``eta = 0`` is deterministic; ``eta = 1`` with every step matches DDPM with :math:`\sigma^2 = \tilde\beta_t`.
     """
-    T = schedule.num_timesteps
+    T = check_schedule("schedule", schedule).num_timesteps
+    check_bool("clip_x0", clip_x0)
     check_int("t", t, min_value=0, max_value=T - 1)
     check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
     check_float("eta", eta, min_value=0.0, max_value=1.0)
@@ -150,7 +153,8 @@ def dpm_solver_2m_step(
     ``DPMSolverMultistepScheduler`` with ``final_sigmas_type="zero"`` (which forces its last step to first
     order whatever ``lower_order_final`` says). Scalars are computed in float64.
     """
-    T = schedule.num_timesteps
+    T = check_schedule("schedule", schedule).num_timesteps
+    check_bool("clip_x0", clip_x0)
     check_int("t", t, min_value=0, max_value=T - 1)
     check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
     x0, _ = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
@@ -177,9 +181,14 @@ def dpm_solver_2m_step(
 def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     """``steps`` evenly spaced indices from ``T-1`` downwards ("trailing" spacing, Lin et al. 2024):
     the first step always starts from pure noise. E.g. T=1000, steps=4 -> [999, 749, 499, 249]."""
+    check_int("num_timesteps", num_timesteps, min_value=1)
     check_int("steps", steps, min_value=1, max_value=num_timesteps)
     ratio = num_timesteps / steps
     return [int(round(num_timesteps - i * ratio)) - 1 for i in range(steps)]
+
+
+_GUIDANCE_NEEDS_LABELS = ("guidance_scale={} needs class labels y (one per image) and a class-conditional model; "
+                          "without y there is nothing to guide towards: leave guidance_scale at 1.0")
 
 
 def _check_labels(y: torch.Tensor, model: nn.Module, batch: int) -> None:
@@ -209,6 +218,8 @@ def predict(
     check_tensor("x_t", x_t, floating=True)
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None:
+        if guidance_scale != 1.0:
+            raise ValueError(_GUIDANCE_NEEDS_LABELS.format(guidance_scale))
         return model(x_t, t_batch)
     _check_labels(y, model, x_t.shape[0])
     if guidance_scale == 1.0:
@@ -229,6 +240,8 @@ class DigitsInTurn(nn.Module):
 
     def __init__(self, model: nn.Module, guidance_scale: float = 2.0):
         super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a class-conditional torch.nn.Module, got {_show(model)}")
         classes = getattr(model, "num_classes", None)
         if classes is None:
             raise ValueError("model must be class-conditional (num_classes set); this one is unconditional")
@@ -289,6 +302,19 @@ def sample(
     check_int("trajectory_every", trajectory_every, min_value=1)
     check_float("guidance_scale", guidance_scale, min_value=0.0)
     check_float("eta", eta, min_value=0.0, max_value=1.0)
+    check_schedule("schedule", schedule)
+    check_generator("generator", generator)
+    for name, flag in (("clip_x0", clip_x0), ("return_trajectory", return_trajectory), ("progress", progress)):
+        check_bool(name, flag)
+    if eta != 0.0 and method != "ddim":
+        raise ValueError(f"eta={eta} is DDIM's noise level and has no effect with method={method!r}; "
+                         "use method='ddim' or leave eta at 0.0")
+    if y is None and guidance_scale != 1.0:
+        raise ValueError(_GUIDANCE_NEEDS_LABELS.format(guidance_scale))
+    model_T = getattr(model, "num_timesteps", None)  # e.g. SimpleUNet, which is told T
+    if isinstance(model_T, int) and model_T != schedule.num_timesteps:
+        raise ValueError(f"the model was built for T={model_T} timesteps (model.num_timesteps) but the schedule "
+                         f"has T={schedule.num_timesteps}; sample with the schedule the model was trained with")
     if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in image_shape)):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape}")

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps
+from ._validate import _show, check_choice, check_float, check_generator, check_int, check_tensor, check_timesteps
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 PREDICTION_TYPES = ("eps", "x0", "v")
@@ -84,8 +84,17 @@ def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
     A generator lives on one device, and ``torch.randn`` refuses a CPU generator for a CUDA tensor: so draw
     where the generator is, then move. (A CPU generator also gives the same noise on every machine.)
     """
+    check_generator("generator", generator)
     device = x.device if generator is None else generator.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def check_schedule(name: str, value: object) -> "NoiseSchedule":
+    """``value`` if it is a :class:`NoiseSchedule`, else raise naming ``name`` and how to make one."""
+    if not isinstance(value, NoiseSchedule):
+        raise TypeError(f"{name} must be a NoiseSchedule, such as NoiseSchedule.from_name('linear', 1000), "
+                        f"got {_show(value)}")
+    return value
 
 
 class NoiseSchedule:

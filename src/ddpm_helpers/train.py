@@ -33,6 +33,7 @@ from torch import nn
 
 from . import __version__, distributed
 from ._validate import (
+    _show,
     as_int_tuple,
     check_bool,
     check_choice,
@@ -314,6 +315,9 @@ class Trainer:
     ):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        check_bool("resume", resume)
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be None (a UNet built from config) or a torch.nn.Module, got {_show(model)}")
         check_tensor("images", images, ndim=4, floating=True, finite=True)
         if images.shape[0] == 0:
             raise ValueError("images must hold at least one image, got an empty tensor")
@@ -466,6 +470,7 @@ class Trainer:
         channels-last on a CPU, where it samples 1.4 to 1.7 times faster.
         """
         check_choice("memory_format", memory_format, MEMORY_FORMATS)
+        check_bool("ema", ema)
         device = check_device("device", device)
         state = load_checkpoint(path, map_location=device)
         config = TrainConfig.from_dict(state["config"])

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import _read_values, as_int_tuple, check_float, check_int, check_tensor, check_timesteps
+from ._validate import (_read_values, as_int_tuple, check_float, check_float64_input, check_int, check_tensor,
+                        check_timesteps)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -252,8 +253,13 @@ class UNet(nn.Module):
                 f"x has size {h}x{w}, but this UNet halves the size {len(cfg.channel_mults) - 1} time(s) after a "
                 f"pixel-unshuffle by {p}, so H and W must be divisible by {f} ({hint}; or pad the images)"
             )
+        check_float64_input("x", x, self)
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"t must be a tensor of 0-based timestep indices, got {type(t).__name__}")
+        # integer indices, as every schedule table is indexed (a fraction t / T by mistake would run silently)
+        check_tensor("t", t, ndim=(0, 1), floating=False)
+        if t.numel() and _read_values(t) and int(t.min()) < 0:
+            raise ValueError(f"t must hold 0-based timestep indices (>= 0), got a minimum of {int(t.min())}")
         t = t.reshape(-1)
         if t.numel() not in (1, x.shape[0]):
             raise ValueError(f"t must have 1 or {x.shape[0]} entries (one per image), got {t.numel()}")
@@ -331,6 +337,7 @@ class SimpleUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=4, floating=True)
+        check_float64_input("x", x, self)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"x must have {self.in_channels} channel(s), got shape {tuple(x.shape)}")
         t = check_timesteps("t", t, self.num_timesteps, batch=x.shape[0])  # T here must be the schedule's T
