@@ -81,7 +81,9 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir):
                          (["--out", str(out / "samples.pt")], "--out must be a folder"),
                          (["--guidance-scale", "3"], "needs a class-conditional model"),   # smoke is unconditional
                          (["--method", "dpm++2m", "--eta", "0.5"], "--eta applies to --method ddim only"),
-                         (["--seed", "-1"], "--seed must be a non-negative integer, got -1")):
+                         (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1, got -1"),
+                         (["--seed", str(10**23)], "--seed must be an integer from 0 to 2**63 - 1"),   # was: Overflow
+                         (["--steps", "100000"], "--steps 100000 is more than this model's num_timesteps=")):
         result = run_cli("sample", "--run", str(out), *flags)
         assert result.returncode == 2 and words in result.stderr, result.stderr
 
@@ -106,6 +108,10 @@ def test_unknown_preset_and_flag_are_clear():
     assert result.returncode == 2 and "at least 1 step, got steps=0" in result.stderr, result.stderr
     result = run_cli("train", "--set", "num_timesteps=10")
     assert result.returncode == 2 and "give at least num_timesteps=20" in result.stderr, result.stderr
+    result = run_cli("train", "--eval-samples", "1")
+    assert result.returncode == 2 and "--eval-samples must be at least 2" in result.stderr, result.stderr
+    result = run_cli("train", "--seed", str(10**23))
+    assert result.returncode == 2 and "--seed must be an integer from 0 to 2**63 - 1" in result.stderr, result.stderr
     result = run_cli("train", "--set", "progress=false")
     assert result.returncode == 2 and "unless --quiet" in result.stderr, result.stderr
     result = run_cli("sample", "--run", "r", "--data-dir", "d")

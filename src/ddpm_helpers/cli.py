@@ -151,6 +151,10 @@ def cmd_train(args) -> int:
     for name in ("num_samples", "eval_samples", "steps", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.eval_samples == 1:  # checked now, not after the training
+        raise CLIError("--eval-samples must be at least 2 (a covariance of the scored images needs two), got 1")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise CLIError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     if "progress" in _parse_overrides(args.set):
         raise CLIError("--set progress=... is not used by the command line: the progress bar is on unless --quiet")
     if args.minutes is not None:
@@ -268,8 +272,12 @@ def cmd_sample(args) -> int:
         raise CLIError(f"--num must be a positive integer, got {args.num}")
     if args.digit is not None and not 0 <= args.digit <= 9:
         raise CLIError(f"--digit must be a digit from 0 to 9, got {args.digit}")
-    if args.seed < 0:
-        raise CLIError(f"--seed must be a non-negative integer, got {args.seed}")
+    if not 0 <= args.seed < 2**63:
+        raise CLIError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
+    if args.method != "ddpm" and args.steps > schedule.num_timesteps:
+        raise CLIError(f"--steps {args.steps} is more than this model's num_timesteps={schedule.num_timesteps}"
+                       f"{' (50 is the default)' if args.steps == 50 else ''}: give --steps {schedule.num_timesteps} "
+                       "or fewer")
     if args.guidance_scale != 1.0 and not config.class_conditional:
         raise CLIError(f"--guidance-scale {args.guidance_scale:g} needs a class-conditional model (guidance mixes "
                        "conditional and unconditional predictions); this one is unconditional")
