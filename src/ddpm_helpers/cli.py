@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any TrainConfig field")
     p.add_argument("--num-samples", type=int, help="images drawn for samples.png / samples.pt after training")
     p.add_argument("--eval-samples", type=int, help="images scored for metrics.json after training")
-    p.add_argument("--restart", action="store_true", help="ignore checkpoints already in --out")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh: move the checkpoints already in --out to a previous-<time> sub-folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
