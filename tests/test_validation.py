@@ -14,12 +14,13 @@ from ddpm_helpers.checkpoint import checkpoint_path, load_checkpoint, prune_chec
 from ddpm_helpers.course import colab_badge_url
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
-from ddpm_helpers.presets import get_preset
+from ddpm_helpers.presets import get_preset, preset_for
 from ddpm_helpers.sampling import DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict, sample
-from ddpm_helpers.schedules import NoiseSchedule, make_betas
+from ddpm_helpers.schedules import NoiseSchedule, cosine_betas, linear_betas, make_betas, sigmoid_betas
 from ddpm_helpers.pretrained import load_pretrained
-from ddpm_helpers.train import EMA, Trainer, TrainConfig, apply_memory_format, seed_everything, select_device
-from ddpm_helpers.unet import SimpleUNet, UNet, UNetConfig, sinusoidal_embedding
+from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, has_native_bf16, seed_everything,
+                                select_device)
+from ddpm_helpers.unet import Downsample, ResBlock, SelfAttention, SimpleUNet, UNet, UNetConfig, sinusoidal_embedding
 
 S = NoiseSchedule.from_name("linear", 10)
 X = torch.zeros(2, 1, 4, 4)
@@ -141,6 +142,28 @@ CASES = [
     ("trainer resume string", lambda: Trainer(TINY, IMG, resume="no"), TypeError, "resume must be True or False"),
     ("trainer model string", lambda: Trainer(TINY, IMG, model="x"), TypeError, "model must be None .* or a torch.nn.Module"),
     ("load_model ema string", lambda: Trainer.load_model("never-read.pt", ema="no"), TypeError, "ema must be True or False"),
+    ("linear_betas T 0", lambda: linear_betas(0), ValueError,
+     r"num_timesteps must be an integer in \[1, inf\], got 0"),
+    ("linear_betas beta_end > 1", lambda: linear_betas(10, 0.5, 2.0), ValueError,
+     r"beta_end must be a finite number in \(0.0, 1.0\), got 2.0"),
+    ("cosine_betas T 0", lambda: cosine_betas(0), ValueError, "num_timesteps must be"),
+    ("sigmoid_betas T float", lambda: sigmoid_betas(2.5), TypeError,
+     "num_timesteps must be an integer"),
+    ("target eps shape", lambda: S.target(X, T2, torch.zeros(3, 1, 4, 4), "eps"), ValueError,
+     r"eps must have the shape of x0 \(2, 1, 4, 4\)"),
+    ("target x0 list", lambda: S.target([1], T2, X, "x0"), TypeError, "x0 must be a torch.Tensor"),
+    ("schedule.to gpu", lambda: S.to("gpu"), ValueError, "device must be a torch device such as 'cpu'"),
+    ("has_native_bf16 gpu", lambda: has_native_bf16("gpu"), ValueError, "device must be a torch device"),
+    ("preset_for gpu", lambda: preset_for("gpu"), ValueError, "device must be a torch device"),
+    ("trainer device None", lambda: Trainer(TINY, IMG, device=None), ValueError,
+     "device must be one of 'auto', 'cuda', 'mps', 'cpu'"),
+    ("embedding t list", lambda: sinusoidal_embedding([1, 2], 8), TypeError, "t must be a torch.Tensor"),
+    ("embedding t 2-D", lambda: sinusoidal_embedding(torch.zeros(2, 2), 8), ValueError, "t must have 1 dimensions"),
+    ("embedding max_period 0", lambda: sinusoidal_embedding(T2, 8, max_period=0), ValueError,
+     r"max_period must be a finite number in \(1.0, inf\)"),
+    ("attention heads 0", lambda: SelfAttention(8, heads=0), ValueError, r"heads must be an integer in \[1, inf\]"),
+    ("downsample channels", lambda: Downsample(-1), ValueError, r"channels must be an integer in \[1, inf\], got -1"),
+    ("resblock in_ch 0", lambda: ResBlock(0, 8, 32), ValueError, r"in_ch must be an integer in \[1, inf\], got 0"),
     # data
     ("split", lambda: load_mnist("validation"), ValueError, "split must be one of 'train', 'test'"),
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),
@@ -371,3 +394,13 @@ def test_a_checkpoint_folder_or_an_unusable_map_location_is_named_not_reported_a
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="map_location='cuda', but this machine has no CUDA GPU; use 'cpu'"):
             load_checkpoint(path, map_location="cuda")
+
+
+def test_select_device_takes_a_torch_device_or_an_indexed_name_as_documented():
+    assert select_device(torch.device("cpu")) == torch.device("cpu")
+    assert select_device("cpu:0") == torch.device("cpu:0")
+    with pytest.raises(ValueError, match="device must be a torch device such as"):
+        select_device("tpu:0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda:0' was requested but is not available here"):
+            select_device("cuda:0")

@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from ._validate import _show, check_choice, check_float, check_generator, check_int, check_tensor, check_timesteps
+from ._validate import (_show, check_choice, check_device, check_float, check_generator, check_int, check_tensor,
+                        check_timesteps)
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 PREDICTION_TYPES = ("eps", "x0", "v")
@@ -28,12 +29,14 @@ PREDICTION_TYPES = ("eps", "x0", "v")
 
 def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Ho et al. (2020) linear schedule: ``beta`` rises evenly from ``beta_start`` to ``beta_end``."""
+    _check_options("linear", num_timesteps, beta_start=beta_start, beta_end=beta_end)
     return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     r"""Nichol & Dhariwal (2021, eq. 17): :math:`\bar\alpha(u) = \cos^2\big(\frac{u + s}{1 + s}\cdot\frac{\pi}{2}\big)`
     on :math:`u = t/T`, and :math:`\beta_t = \min(1 - \bar\alpha(\frac{t+1}{T}) / \bar\alpha(\frac{t}{T}), 0.999)`."""
+    _check_options("cosine", num_timesteps, s=s, max_beta=max_beta)
     u = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
     f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
@@ -41,6 +44,7 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
 
 def sigmoid_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """GeoDiff's sigmoid schedule (as in ``diffusers``): ``beta`` follows a sigmoid over [-6, 6]."""
+    _check_options("sigmoid", num_timesteps, beta_start=beta_start, beta_end=beta_end)
     x = torch.linspace(-6, 6, num_timesteps, dtype=torch.float64)
     return torch.sigmoid(x) * (beta_end - beta_start) + beta_start
 
@@ -52,19 +56,24 @@ _OPTIONS = {  # each schedule's options: (lowest, highest, whether the ends them
 }
 
 
+def _check_options(name: str, num_timesteps: int, **options: float) -> None:
+    """The checks of every beta schedule: ``T`` a positive integer, each option known and inside its range."""
+    check_int("num_timesteps", num_timesteps, min_value=1)
+    for key, value in options.items():
+        if key not in _OPTIONS[name]:
+            raise TypeError(f"schedule {name!r} does not take the option {key!r}; it takes "
+                            f"{', '.join(_OPTIONS[name])}")
+        lo, hi, ends = _OPTIONS[name][key]
+        check_float(key, value, min_value=lo, max_value=hi, min_inclusive=ends, max_inclusive=ends)
+
+
 def make_betas(name: str, num_timesteps: int, **kwargs: float) -> torch.Tensor:
     """Return the float64 betas of the schedule ``name`` (one of :data:`SCHEDULES`) for ``T`` steps.
 
     Options: ``beta_start`` and ``beta_end`` (linear, sigmoid), each in (0, 1); ``s`` in [0, 1] and ``max_beta``
     in (0, 1) (cosine)."""
     check_choice("schedule", name, SCHEDULES)
-    check_int("num_timesteps", num_timesteps, min_value=1)
-    for key, value in kwargs.items():
-        if key not in _OPTIONS[name]:
-            raise TypeError(f"schedule {name!r} does not take the option {key!r}; it takes "
-                            f"{', '.join(_OPTIONS[name])}")
-        lo, hi, ends = _OPTIONS[name][key]
-        check_float(key, value, min_value=lo, max_value=hi, min_inclusive=ends, max_inclusive=ends)
+    _check_options(name, num_timesteps, **kwargs)
     fn = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}[name]
     return fn(num_timesteps, **kwargs)
 
@@ -158,6 +167,7 @@ class NoiseSchedule:
 
     def to(self, device: torch.device | str) -> "NoiseSchedule":
         """Return a copy whose tensors live on ``device`` (the schedule itself is unchanged)."""
+        device = check_device("device", device)
         new = object.__new__(NoiseSchedule)
         for key in self._FIELDS:
             setattr(new, key, getattr(self, key).to(device))
@@ -266,6 +276,8 @@ class NoiseSchedule:
     def target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
         """The regression target for ``prediction``: the noise, the clean image or the velocity."""
         check_choice("prediction", prediction, PREDICTION_TYPES)
+        t = self._check(x0, t)
+        self._check_like("eps", eps, "x0", x0)
         if prediction == "eps":
             return eps
         if prediction == "x0":

@@ -89,11 +89,20 @@ def model_has_dropout(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
 
-def select_device(preference: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; a named device must be available."""
-    check_choice("device", preference, DEVICES)
+def select_device(preference: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; a named device (``"cuda"``, ``"cuda:1"``, a
+    ``torch.device``) must be available."""
     has = {"cuda": torch.cuda.is_available(), "mps": getattr(torch.backends, "mps", None) is not None
            and torch.backends.mps.is_available(), "cpu": True}
+    if isinstance(preference, torch.device) or isinstance(preference, str) and ":" in preference:
+        device = check_device("device", preference)
+        if device.type not in has:
+            raise ValueError(f"device must be a CUDA, MPS or CPU device, got {str(device)!r}")
+        if not has[device.type] or (device.type == "cuda" and device.index is not None
+                                    and device.index >= torch.cuda.device_count()):
+            raise ValueError(f"device {str(device)!r} was requested but is not available here; use 'auto' or 'cpu'")
+        return device
+    check_choice("device", preference, DEVICES)
     if preference == "auto":
         return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
     if not has[preference]:
@@ -107,7 +116,7 @@ def has_native_bf16(device: torch.device | str) -> bool:
     Older cards (Volta, Turing: Colab's free T4 is 7.5) have no bf16 arithmetic; PyTorch emulates it there,
     which is slower than plain fp32, so ``"auto"`` keeps fp32 on them (and on CPUs and Apple's MPS).
     """
-    device = torch.device(device)
+    device = check_device("device", device)
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
@@ -128,7 +137,7 @@ def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
     """
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
     if memory_format == "auto":
-        return torch.device(device).type == "cpu"
+        return check_device("device", device).type == "cpu"
     return memory_format == "channels_last"
 
 
@@ -338,7 +347,7 @@ class Trainer:
         self.config = config
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
-        self.device = select_device(device) if isinstance(device, str) else torch.device(device)
+        self.device = select_device(device)
         if self.world_size > 1 and self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.images = images.to(self.device)

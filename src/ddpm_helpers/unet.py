@@ -30,7 +30,9 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
     Entry ``i < dim/2`` is :math:`\sin(t\,\omega_i)` and entry ``i + dim/2`` is :math:`\cos(t\,\omega_i)`,
     with frequencies :math:`\omega_i = \text{max\_period}^{-i/(dim/2)}` from 1 down to ~1/max_period.
     """
+    check_tensor("t", t, ndim=1)
     check_int("dim", dim, min_value=2)
+    check_float("max_period", max_period, min_value=1.0, min_inclusive=False)
     if dim % 2:
         raise ValueError(f"dim must be even (sin and cos halves), got {dim}")
     half = dim // 2
@@ -49,6 +51,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 8):
         super().__init__()
+        for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("emb_dim", emb_dim), ("groups", groups)):
+            check_int(name, value, min_value=1)
+        check_float("dropout", dropout, min_value=0.0, max_value=1.0)
         self.norm1 = _norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
@@ -72,6 +77,8 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4, groups: int = 8):
         super().__init__()
+        check_int("channels", channels, min_value=1)
+        check_int("heads", heads, min_value=1)
         if channels % heads:
             raise ValueError(f"heads must divide channels ({channels}), got heads={heads}")
         self.heads = heads
@@ -93,6 +100,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
+        check_int("channels", channels, min_value=1)
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,6 +112,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
+        check_int("channels", channels, min_value=1)
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
