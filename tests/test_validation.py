@@ -164,6 +164,10 @@ CASES = [
     ("attention heads 0", lambda: SelfAttention(8, heads=0), ValueError, r"heads must be an integer in \[1, inf\]"),
     ("downsample channels", lambda: Downsample(-1), ValueError, r"channels must be an integer in \[1, inf\], got -1"),
     ("resblock in_ch 0", lambda: ResBlock(0, 8, 32), ValueError, r"in_ch must be an integer in \[1, inf\], got 0"),
+    ("UNet misspelt setting", lambda: UNet(base_chanels=8), TypeError,
+     r"unknown UNet setting\(s\) \['base_chanels'\]; the settings are in_channels, base_channels"),
+    ("preset name list", lambda: get_preset(["cpu"]), ValueError, r"preset must be one of 'smoke', 'cpu', 'gpu'; got \['cpu'\]"),
+    ("EMA model string", lambda: EMA("x", 0.9), TypeError, "model must be a torch.nn.Module"),
     # data
     ("split", lambda: load_mnist("validation"), ValueError, "split must be one of 'train', 'test'"),
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),

@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
 
 def get_preset(name: str, **train_overrides) -> Preset:
     """The preset ``name`` with optional TrainConfig overrides, e.g. ``get_preset("cpu", steps=500)``."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(repr(p) for p in PRESETS)}; got {name!r}")
     preset = PRESETS[name]
     if train_overrides:

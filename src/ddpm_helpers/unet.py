@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -181,6 +181,10 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig | None = None, **kwargs):
         super().__init__()
         if config is None:
+            unknown = sorted(set(kwargs) - {f.name for f in fields(UNetConfig)})
+            if unknown:
+                raise TypeError(f"unknown UNet setting(s) {unknown}; the settings are "
+                                f"{', '.join(f.name for f in fields(UNetConfig))}")
             config = UNetConfig(**kwargs)
         elif kwargs:
             raise TypeError("pass either a UNetConfig or keyword arguments, not both")
