@@ -14,7 +14,7 @@ from ddpm_helpers.checkpoint import checkpoint_path, load_checkpoint, prune_chec
 from ddpm_helpers.course import colab_badge_url
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
-from ddpm_helpers.presets import get_preset, preset_for
+from ddpm_helpers.presets import Preset, get_preset, preset_for
 from ddpm_helpers.sampling import DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict, sample
 from ddpm_helpers.schedules import NoiseSchedule, cosine_betas, linear_betas, make_betas, sigmoid_betas
 from ddpm_helpers.pretrained import load_pretrained
@@ -168,6 +168,15 @@ CASES = [
      r"unknown UNet setting\(s\) \['base_chanels'\]; the settings are in_channels, base_channels"),
     ("preset name list", lambda: get_preset(["cpu"]), ValueError, r"preset must be one of 'smoke', 'cpu', 'gpu'; got \['cpu'\]"),
     ("EMA model string", lambda: EMA("x", 0.9), TypeError, "model must be a torch.nn.Module"),
+    ("preset by hand: sampler", lambda: Preset("p", "", TINY, sampler="euler"), ValueError,
+     "sampler must be one of 'ddpm', 'ddim', 'dpm\\+\\+2m'"),
+    ("preset by hand: steps", lambda: Preset("p", "", TINY, sampler_steps=-5), ValueError,
+     r"sampler_steps must be an integer in \[1, inf\], got -5"),
+    ("preset by hand: guidance", lambda: Preset("p", "", TINY, guidance_scale=-2), ValueError,
+     "guidance_scale must be a finite number in"),
+    ("preset by hand: eval_samples", lambda: Preset("p", "", TINY, eval_samples=1), ValueError,
+     r"eval_samples must be an integer in \[2, inf\], got 1"),
+    ("preset by hand: train", lambda: Preset("p", "", {"steps": 1}), TypeError, "train must be a TrainConfig"),
     # data
     ("split", lambda: load_mnist("validation"), ValueError, "split must be one of 'train', 'test'"),
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),

@@ -96,3 +96,10 @@ def test_reverse_animation_keeps_at_most_max_frames_first_and_last(states, max_f
     plt.close("all")
     del anim, shown   # never rendered: collect it here, under this test's filter
     gc.collect()
+
+
+def test_a_row_wider_than_the_images_is_one_row_of_them_not_a_huge_white_canvas():
+    from ddpm_helpers.viz import make_grid
+
+    images = torch.zeros(3, 1, 4, 4)
+    assert make_grid(images, nrow=10**8).shape == make_grid(images, nrow=3).shape == (2 + 4 + 2, 3 * (4 + 2) + 2)

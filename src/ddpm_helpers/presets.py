@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ._validate import check_bool, check_choice, check_float, check_int
+from .sampling import METHODS as SAMPLERS
 from .train import TrainConfig, has_native_bf16
 
 
@@ -33,6 +35,19 @@ class Preset:
     allow_subset: bool = False     # may fall back to the shipped MNIST subset
     data_limit: int | None = None  # use only the first N training images
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        check_choice("sampler", self.sampler, SAMPLERS)
+        if self.sampler_steps is not None:
+            check_int("sampler_steps", self.sampler_steps, min_value=1)
+        check_float("guidance_scale", self.guidance_scale, min_value=0.0)
+        check_int("num_samples", self.num_samples, min_value=1)
+        check_int("eval_samples", self.eval_samples, min_value=2)  # a covariance needs two images
+        check_bool("allow_subset", self.allow_subset)
+        if self.data_limit is not None:
+            check_int("data_limit", self.data_limit, min_value=1)
 
 
 PRESETS: dict[str, Preset] = {

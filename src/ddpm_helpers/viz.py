@@ -21,10 +21,11 @@ from .schedules import NoiseSchedule
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
     """Tile images (N, C, H, W) in [-1, 1] into one (H', W') float tensor in [0, 1] (first channel).
-    ``nrow`` images per row (None: a square-ish grid), ``padding`` pixels of white between them."""
+    ``nrow`` images per row (None: a square-ish grid; more than N: one row of all N), ``padding`` pixels of white
+    between them."""
     _check_images(images)
     n, c, h, w = images.shape
-    nrow = _check_nrow(nrow, n)
+    nrow = min(_check_nrow(nrow, n), max(n, 1))  # columns beyond the N images would only be white
     padding = check_int("padding", padding, min_value=0)
     ncol_rows = (n + nrow - 1) // nrow
     grid = torch.ones(ncol_rows * (h + padding) + padding, nrow * (w + padding) + padding)
