@@ -15,7 +15,8 @@ from ddpm_helpers.course import colab_badge_url
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import Preset, get_preset, preset_for
-from ddpm_helpers.sampling import DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict, sample
+from ddpm_helpers.sampling import (DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict,
+                                   sample)
 from ddpm_helpers.schedules import NoiseSchedule, cosine_betas, linear_betas, make_betas, sigmoid_betas
 from ddpm_helpers.pretrained import load_pretrained
 from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, has_native_bf16, seed_everything,

@@ -187,10 +187,6 @@ def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return [int(round(num_timesteps - i * ratio)) - 1 for i in range(steps)]
 
 
-_GUIDANCE_NEEDS_LABELS = ("guidance_scale={} needs class labels y (one per image) and a class-conditional model; "
-                          "without y there is nothing to guide towards: leave guidance_scale at 1.0")
-
-
 def _check_labels(y: torch.Tensor, model: nn.Module, batch: int) -> None:
     """``y`` must be one integer label per image, in [0, num_classes] (num_classes itself: the null label, which
     asks for an unconditional prediction), for a class-conditional ``model``."""
@@ -219,7 +215,9 @@ def predict(
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None:
         if guidance_scale != 1.0:
-            raise ValueError(_GUIDANCE_NEEDS_LABELS.format(guidance_scale))
+            raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (one per image) and a "
+                             "class-conditional model; without y there is nothing to guide towards: leave "
+                             "guidance_scale at 1.0")
         return model(x_t, t_batch)
     _check_labels(y, model, x_t.shape[0])
     if guidance_scale == 1.0:
@@ -309,8 +307,6 @@ def sample(
     if eta != 0.0 and method != "ddim":
         raise ValueError(f"eta={eta} is DDIM's noise level and has no effect with method={method!r}; "
                          "use method='ddim' or leave eta at 0.0")
-    if y is None and guidance_scale != 1.0:
-        raise ValueError(_GUIDANCE_NEEDS_LABELS.format(guidance_scale))
     model_T = getattr(model, "num_timesteps", None)  # e.g. SimpleUNet, which is told T
     if isinstance(model_T, int) and model_T != schedule.num_timesteps:
         raise ValueError(f"the model was built for T={model_T} timesteps (model.num_timesteps) but the schedule "

@@ -276,13 +276,11 @@ class NoiseSchedule:
     def target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
         """The regression target for ``prediction``: the noise, the clean image or the velocity."""
         check_choice("prediction", prediction, PREDICTION_TYPES)
-        t = self._check(x0, t)
+        if prediction == "v":
+            return self.velocity(x0, t, eps)  # checks its arguments
+        self._check(x0, t)
         self._check_like("eps", eps, "x0", x0)
-        if prediction == "eps":
-            return eps
-        if prediction == "x0":
-            return x0
-        return self.velocity(x0, t, eps)
+        return eps if prediction == "eps" else x0
 
     def steps_until_noise(self, threshold: float = 0.05) -> int:
         r"""First 0-based index at which :math:`\sqrt{\bar\alpha_t}` (the signal's weight) drops below ``threshold``;

@@ -282,7 +282,8 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module (the network whose weights are averaged), got {_show(model)}")
+            raise TypeError(f"model must be a torch.nn.Module (the network whose weights are averaged), "
+                            f"got {_show(model)}")
         self.decay = check_float("decay", decay, min_value=0.0, max_value=1.0, max_inclusive=False)
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
