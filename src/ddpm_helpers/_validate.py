@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -156,6 +158,17 @@ def check_device(name: str, value: Any) -> torch.device:
         except RuntimeError:
             pass
     raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {_show(value)}")
+
+
+def check_path(name: str, value: Any, what: str = "a file", *, optional: bool = False) -> Path | None:
+    """``value`` as a ``pathlib.Path`` if it is a str or path-like (None too when ``optional``), else raise naming
+    ``name``: pathlib's own error ("expected str, bytes or os.PathLike object, not int") names no argument."""
+    if optional and value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    accepted = ("None or " if optional else "") + f"{what} (a str or a pathlib.Path)"
+    raise TypeError(f"{name} must be {accepted}, got {_show(value)}")
 
 
 def check_generator(name: str, value: Any) -> torch.Generator | None:

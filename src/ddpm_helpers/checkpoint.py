@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._validate import check_device, check_int
+from ._validate import check_device, check_int, check_path
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")  # 8 digits, more past step 99,999,999
@@ -35,12 +35,12 @@ def _step_of(path: Path) -> int:
 def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
     """The file name of the checkpoint after ``step`` steps in ``folder``: ``ckpt_00001500.pt``."""
     step = check_int("step", step, min_value=0)
-    return Path(folder) / f"ckpt_{step:08d}.pt"
+    return check_path("folder", folder, "a folder") / f"ckpt_{step:08d}.pt"
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     """Checkpoint files in ``folder``, oldest first (by the step number in the name)."""
-    folder = Path(folder)
+    folder = check_path("folder", folder, "a folder")
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if _NAME.match(p.name) and p.is_file()), key=_step_of)
@@ -55,7 +55,7 @@ def _umask() -> int:
 def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)``, whole or not at all: temporary file, fsync, rename (a stopped run leaves no
     half-written file, and an earlier file at ``path`` stays until the new one is complete)."""
-    path = Path(path)
+    path = check_path("path", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -78,7 +78,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; a clear :class:`CheckpointError` if it is unusable."""
-    path = Path(path)
+    path = check_path("path", path, "a checkpoint file")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder, not a checkpoint file; to read the newest checkpoint in it, "
                                 "use latest_checkpoint(folder) (or the CLI's --run)")
@@ -129,7 +129,7 @@ def prune_checkpoints(folder: str | os.PathLike, keep_last: int, newest: str | o
     keep_last = check_int("keep_last", keep_last, min_value=1)
     files = list_checkpoints(folder)
     if newest is not None:
-        newest = Path(newest)
+        newest = check_path("newest", newest, "a checkpoint file")
         if not _NAME.match(newest.name):
             raise ValueError(f"newest must be a checkpoint file named like ckpt_00001500.pt, got {newest}")
         files = [p for p in files if _step_of(p) <= _step_of(newest)]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validate import check_bool, check_choice, check_device, check_int, check_tensor
+from ._validate import check_bool, check_choice, check_device, check_int, check_path, check_tensor
 
 SPLITS = ("train", "test")
 FILES = {
@@ -132,6 +132,7 @@ def _load_subset(split: str) -> tuple[np.ndarray, np.ndarray]:
 def find_mnist(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
     """Paths of the image and label files of ``split`` in the first folder that has both, else None."""
     check_choice("split", split, SPLITS)
+    check_path("root", root, "a folder", optional=True)
     images_name, labels_name = FILES[split]
     for _, folder in _search_folders(root):
         images, labels = _find_file(folder, images_name), _find_file(folder, labels_name)
@@ -163,8 +164,7 @@ def load_mnist(
         verify: check the md5 of the uncompressed files (on by default; ~0.1 s).
     """
     check_choice("split", split, SPLITS)
-    if root is not None and not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"root must be None or a folder (a str or a pathlib.Path), got {root!r}")
+    check_path("root", root, "a folder", optional=True)
     for name, value in (("allow_subset", allow_subset), ("download", download), ("verify", verify)):
         check_bool(name, value)
     if limit is not None:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import _show, check_device, check_float, check_int, check_pixel_range, check_tensor
+from ._validate import _show, check_device, check_float, check_int, check_path, check_pixel_range, check_tensor
 from .checkpoint import save_atomically
 from .data import cache_dir, load_mnist
 
@@ -85,6 +85,9 @@ def load_classifier(path: str | None = None, device: torch.device | str = "cpu")
         with resources.as_file(resources.files("ddpm_helpers.assets").joinpath(CLASSIFIER_FILE)) as p:
             state = load_file(str(p))
     else:
+        path = check_path("path", path, "a .safetensors file", optional=True)
+        if not path.is_file():
+            raise FileNotFoundError(f"classifier weights not found: path={str(path)!r}")
         state = load_file(str(path))
     model = MNISTClassifier()
     model.load_state_dict(state)
@@ -243,6 +246,12 @@ def fit_digit_gaussians(
     means = torch.stack([f[labels == c].mean(0) for c in classes])  # (K, D), one row per class present
     centred = f - means[torch.searchsorted(classes, labels.contiguous())]
     cov = centred.T @ centred / f.shape[0]
+    if not cov.trace() > 0:
+        raise ValueError(
+            "features must vary within a class to fit a covariance: each of the "
+            f"{classes.numel()} classes in labels has only identical rows ({f.shape[0]} rows in all); "
+            "pass several different samples per class"
+        )
     cov = cov + 1e-6 * cov.trace() / cov.shape[0] * torch.eye(cov.shape[0], dtype=f.dtype)
     whitening = torch.linalg.cholesky(torch.linalg.inv(cov))  # L L^T = Sigma^{-1}
     gaussians = DigitGaussians(means, whitening, 0.0, quantile)

@@ -40,6 +40,7 @@ from ._validate import (
     check_device,
     check_float,
     check_int,
+    check_path,
     check_pixel_range,
     check_tensor,
     skip_value_checks,
@@ -374,7 +375,7 @@ class Trainer:
         self.history: list[float] = []
         self.skipped_steps: list[int] = []
         self._stop: _StopBetweenSteps | None = None  # set while fit() runs
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.out_dir = check_path("out_dir", out_dir, "a folder", optional=True)
         self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and has_native_bf16(self.device))
         if self.out_dir is not None:
             if self.is_main:  # the only rank that writes
