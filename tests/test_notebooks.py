@@ -6,6 +6,7 @@
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,20 @@ def test_dependencies_leave_colab_its_own_torch_and_widgets():
     assert "2.3.0" in deps["torch"].specifier and "2.14.1" in deps["torch"].specifier and "99.0" in deps["torch"].specifier
     assert "7.7.1" in deps["ipywidgets"].specifier and "8.1.5" in deps["ipywidgets"].specifier
     assert "ipywidgets>=7.6" in (root / "environment.yml").read_text()
+
+
+def test_package_metadata_has_no_deprecated_setuptools_form():
+    """Colab's install cell builds the package from git with the newest setuptools, which warned on 2026-12-05
+    that the table form of project.license stops working after 2027-02-18: every Colab install would then fail."""
+    setuptools = pytest.importorskip("setuptools", minversion="77")
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.warnings import SetuptoolsDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SetuptoolsDeprecationWarning)
+        dist = apply_configuration(setuptools.Distribution(), REPO / "pyproject.toml")
+    assert dist.metadata.license_expression == "MIT"
+    assert 'requires = ["setuptools>=77"]' in (REPO / "pyproject.toml").read_text()
 
 
 def test_readme_course_map_and_headers_give_the_same_run_times():
