@@ -4,6 +4,7 @@ Exactly so without dropout (``CONFIG``); with dropout (``DROPOUT_CONFIG``) each 
 match is in distribution only, and the tests check that the ranks still agree and that resuming stays exact.
 """
 
+import copy
 import json
 import os
 import subprocess
@@ -38,6 +39,17 @@ def single_process(out_dir, steps, **changes):
     trainer = Trainer(TrainConfig(**{**CONFIG, **changes}), images, labels, out_dir=out_dir, device="cpu")
     trainer.fit(steps)
     return trainer
+
+
+def zero_gradient_parameters(model):
+    """Names of the parameters whose gradient is zero in float64 (< 1e-15; the others' are above 1e-9)."""
+    net = copy.deepcopy(model).double()
+    torch.manual_seed(0)
+    x, t, y = torch.randn(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 50, (8,)), torch.arange(8) % 10
+    net(x, t, y).square().mean().backward()
+    grads = {name: p.grad.abs().max().item() for name, p in net.named_parameters()}
+    assert all(g < 1e-15 or g > 1e-9 for g in grads.values()), grads  # two clearly separate kinds
+    return {name for name, g in grads.items() if g < 1e-15}
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +96,18 @@ def test_two_ranks_match_one_process_on_the_global_batch(ddp_run, tmp_path):
     ref = single_process(tmp_path, 6, batch_size=2 * CONFIG["batch_size"])
     assert len(ddp_history) == 6
     assert ddp_history == pytest.approx(ref.history, rel=1e-5, abs=1e-6)
-    # Weights agree to well under one Adam step (lr 1e-3). Not tighter: a bias right before a GroupNorm has a
-    # gradient of exactly zero in theory, ~1e-10 in floats, and Adam's g / sqrt(v) blows that rounding up.
+    # Weights agree to float rounding, except where the gradient is zero in theory. A per-channel bias right before
+    # a GroupNorm with one channel per group (8 channels, 8 groups: conv1's bias, and the last block's biases before
+    # the output norm) is removed by the norm's mean, so its gradient is rounding noise (~1e-10) in float32, which
+    # Adam's g / sqrt(v) scales up to steps of up to about lr, in a direction set by that noise. Two processes sum
+    # the batch in another order, so those biases may differ by up to the sum of the learning rates (measured:
+    # 2.0e-4 with torch 2.14.1, 4.7e-4 with torch 2.3.1; every other parameter within 1.7e-6 with either).
     w0 = torch.load(ddp_run / "rank0_weights.pt", weights_only=True)
+    zero_grad = zero_gradient_parameters(ref.model)
+    assert zero_grad and all(name.endswith(".bias") for name in zero_grad), zero_grad
+    lr_sum = sum(CONFIG["lr"] * ref.config.lr_at(step) for step in range(6))
     for name, value in ref.model.state_dict().items():
-        torch.testing.assert_close(w0[name], value, rtol=0, atol=3e-4, msg=name)
+        torch.testing.assert_close(w0[name], value, rtol=0, atol=lr_sum if name in zero_grad else 2e-5, msg=name)
     # a different batch would not match: the test can fail
     other = single_process(tmp_path / "other", 6, batch_size=CONFIG["batch_size"])
     assert other.history != pytest.approx(ddp_history, rel=1e-3)

@@ -37,6 +37,20 @@ def test_class_conditional_model_uses_labels_and_null_class():
         model(x, t, torch.tensor([11, 0]))
 
 
+def test_unet_runs_in_float64_and_agrees_with_float32():
+    """A UNet made .double() runs (its time embedding follows the input's dtype), e.g. to check gradients exactly."""
+    torch.manual_seed(0)
+    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=10).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([3, 40]), torch.tensor([1, 10])
+    out32 = model(x, t, y)
+    out64 = model.double()(x.double(), t, y)
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(out64.float(), out32, rtol=1e-4, atol=1e-4)
+
+
 def test_fresh_unet_predicts_zero_and_counts_parameters():
     model = UNet()  # zero-initialised output layer: the untrained model predicts eps = 0
     assert torch.equal(model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2])), torch.zeros(2, 1, 28, 28))

@@ -289,7 +289,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         t = self.check_input(x, t, y)
-        emb = self.time_mlp(sinusoidal_embedding(t, self.config.base_channels))
+        # the embedding is float32; cast it to the input's dtype so that a UNet made .double() (or .half()) runs too
+        emb = self.time_mlp(sinusoidal_embedding(t, self.config.base_channels).to(x.dtype))
         if self.label_emb is not None:
             if y is None:  # unconditional call of a conditional model: use the null class
                 y = torch.full((x.shape[0],), self.config.num_classes, device=x.device, dtype=torch.long)
