@@ -153,6 +153,9 @@ def test_dependencies_leave_colab_its_own_torch_and_widgets():
     deps = {r.name: r for r in map(Requirement, re.findall(r'"([^"]+)"', block))}
     assert "2.3.0" in deps["torch"].specifier and "2.14.1" in deps["torch"].specifier and "99.0" in deps["torch"].specifier
     assert "7.7.1" in deps["ipywidgets"].specifier and "8.1.5" in deps["ipywidgets"].specifier
+    # matplotlib-inline 0.2 reads rcParams._get (matplotlib 3.7+): with 3.6.3, ipywidgets.interact raised in 06 and 07
+    assert "3.6.3" not in deps["matplotlib"].specifier and "3.7.0" in deps["matplotlib"].specifier
+    assert "matplotlib-base>=3.7" in (root / "environment.yml").read_text()
     assert "ipywidgets>=7.6" in (root / "environment.yml").read_text()
 
 
