@@ -21,12 +21,18 @@ def test_bad_size_gives_clear_error():
         model(torch.randn(1, 1, 30, 30), torch.tensor([1]))
 
 
-def test_class_conditional_model_uses_labels_and_null_class():
+def random_conditional_unet():
+    """A small class-conditional UNet with random weights everywhere (a fresh one's output layer is zero)."""
     torch.manual_seed(0)
     model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=10).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.1)
+    return model
+
+
+def test_class_conditional_model_uses_labels_and_null_class():
+    model = random_conditional_unet()
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([5, 5])
     out_3 = model(x, t, torch.tensor([3, 3]))
     out_7 = model(x, t, torch.tensor([7, 7]))
@@ -39,11 +45,7 @@ def test_class_conditional_model_uses_labels_and_null_class():
 
 def test_unet_runs_in_float64_and_agrees_with_float32():
     """A UNet made .double() runs (its time embedding follows the input's dtype), e.g. to check gradients exactly."""
-    torch.manual_seed(0)
-    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=10).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
+    model = random_conditional_unet()
     x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([3, 40]), torch.tensor([1, 10])
     out32 = model(x, t, y)
     out64 = model.double()(x.double(), t, y)
