@@ -163,8 +163,7 @@ def load_mnist(
         device: where the returned tensors live (keeping all of MNIST on a GPU is only 188 MB).
         verify: check the md5 of the uncompressed files (on by default; ~0.1 s).
     """
-    check_choice("split", split, SPLITS)
-    check_path("root", root, "a folder", optional=True)
+    check_choice("split", split, SPLITS)  # root is checked by find_mnist, its first user
     for name, value in (("allow_subset", allow_subset), ("download", download), ("verify", verify)):
         check_bool(name, value)
     if limit is not None:
