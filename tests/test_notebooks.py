@@ -4,7 +4,9 @@
 """
 
 import json
+import os
 import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -191,3 +193,30 @@ def test_readme_course_map_and_headers_give_the_same_run_times():
         assert headline, f"{path.name}: the run time must lead with the CPU time in bold, **CPU: ...**"
         in_headers[path.name[:2]] = headline.group(1)
     assert in_headers == in_map, "each notebook's header and the map must give the same CPU time"
+
+
+def test_a_warning_printed_under_a_notebook_cell_fails_the_cell_in_ci(tmp_path):
+    """The repository's conftest starts nbval's kernels with NOTEBOOK_KERNEL_WARNINGS: a warning that a cell's own
+    code triggers (here a plain warnings.warn, and torch's warning for float() of a weight that requires grad, which
+    notebook 05 printed until 2026-12-05) fails that cell, a library's warning about itself does not, and the test
+    session's own PYTHONWARNINGS is given back after the notebook."""
+    import nbformat
+
+    (tmp_path / "library.py").write_text("import warnings\n\ndef f():\n    warnings.warn('about the library itself')\n")
+    cells = ["import warnings\nwarnings.warn('shown to a learner')",
+             "import torch\nfloat(torch.nn.Parameter(torch.ones(1))[0])",
+             "import library\nlibrary.f()",
+             "print('the kernel ran on')"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbformat.write(notebook, tmp_path / "warns.ipynb")
+    (tmp_path / "test_after.py").write_text(
+        "import os\n\ndef test_environment_given_back():\n    assert os.environ.get('PYTHONWARNINGS') == 'ignore::SyntaxWarning'\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore::SyntaxWarning"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         "--rootdir", str(tmp_path), "warns.ipynb", "test_after.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 1 and "2 failed, 3 passed" in summary, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "warns.ipynb::Cell 0" in result.stdout and "warns.ipynb::Cell 1" in result.stdout
+    assert "shown to a learner" in result.stdout and "requires_grad=True to a scalar" in result.stdout
