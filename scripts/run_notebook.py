@@ -5,7 +5,10 @@
 Unlike ``jupyter nbconvert --execute``, which writes the executed notebook only at its end, this keeps
 whatever ran when the run is stopped (a time limit, Ctrl-C): the output file always holds the cells
 executed so far, with their outputs, and ``metadata.run_notebook`` records each code cell's seconds,
-the total, the machine and whether the run finished. The kernel runs in the notebook's folder, as in
+the total, the machine and whether the run finished. Warnings printed under a cell (``...Warning: message``
+on stderr) are listed in ``metadata.run_notebook.warnings`` and summed up at the end: CI fails a cell that warns in
+smoke mode (the repository's conftest.py), and this shows the ones of a full run, whose code paths (a GPU's among
+them) CI never takes; they do not change the exit status. The kernel runs in the notebook's folder, as in
 Jupyter. Exit status: 0 when every cell ran, 1 when a cell failed (the error is in the output file and
 on stderr), 2 for bad arguments.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -23,6 +27,15 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+WARNING_LINE = re.compile(r"\b\w*Warning: .*")
+
+
+def printed_warnings(cell) -> list[str]:
+    """The lines ``SomeWarning: message`` that a code cell printed on stderr (the warnings module's format)."""
+    return [match.group(0)[:300] for output in cell.get("outputs", [])
+            if output.get("output_type") == "stream" and output.get("name") == "stderr"
+            for match in WARNING_LINE.finditer(output.get("text", ""))]
 
 
 def machine() -> str:
@@ -39,7 +52,7 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
     nb = nbformat.read(path, as_version=4)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = {"notebook": path.name, "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "finished": False, "cells": [], "seconds": 0.0}
+           "finished": False, "cells": [], "seconds": 0.0, "warnings": []}
     start = time.perf_counter()
     cell_start = {}
 
@@ -57,7 +70,14 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
         seconds = time.perf_counter() - cell_start.pop(cell_index, start)
         first_line = cell.source.splitlines()[0][:80] if cell.source else ""
         log["cells"].append({"index": cell_index, "seconds": round(seconds, 3), "first_line": first_line})
+        log["warnings"] += [{"index": cell_index, "warning": line} for line in printed_warnings(cell)]
         save()
+
+    def report_warnings():
+        if log["warnings"]:
+            print(f"{path.name}: {len(log['warnings'])} warning(s) printed under cells:", file=sys.stderr)
+            for w in log["warnings"]:
+                print(f"  cell {w['index']}: {w['warning']}", file=sys.stderr)
 
     def stop(signum, frame):  # a time limit (timeout sends SIGTERM to the group, the kernel too): keep what ran
         save()
@@ -74,6 +94,7 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
     except CellExecutionError as error:
         save()
         print(str(error)[-4000:], file=sys.stderr)
+        report_warnings()
         return 1
     except Exception as error:  # the kernel died (stopped from outside, out of memory): keep what ran
         save()
@@ -82,6 +103,7 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
         return 1
     log["finished"] = True
     save()
+    report_warnings()
     print(f"{path.name}: {len(log['cells'])} code cells in {log['seconds']:.1f} s -> {out}")
     return 0
 

@@ -43,6 +43,24 @@ def test_cells_are_timed_and_a_failure_keeps_the_cells_before_it(tmp_path):
     assert nbformat.read(out, as_version=4).metadata["run_notebook"]["finished"] is True
 
 
+def test_warnings_printed_under_cells_are_listed_and_leave_the_exit_status_alone(tmp_path):
+    source = tmp_path / "warns.ipynb"
+    make_notebook(source, ["import warnings\nwarnings.warn('mind the gap')", "print('no warning here')",
+                           "import warnings\nwarnings.warn('old', DeprecationWarning)\nwarnings.warn('one more')"])
+    out = tmp_path / "warns-out.ipynb"
+    result = run(source, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = nbformat.read(out, as_version=4).metadata["run_notebook"]["warnings"]
+    assert [w["index"] for w in found] == [1, 3, 3], found
+    assert found[0]["warning"] == "UserWarning: mind the gap" and found[1]["warning"].startswith("DeprecationWarning: old")
+    assert "3 warning(s) printed under cells" in result.stderr and "cell 1: UserWarning: mind the gap" in result.stderr
+
+    make_notebook(source, ["print('quiet')"])
+    result = run(source, "--out", out)
+    assert nbformat.read(out, as_version=4).metadata["run_notebook"]["warnings"] == []
+    assert "printed under cells" not in result.stderr
+
+
 def test_bad_arguments_are_named(tmp_path):
     result = run(tmp_path / "missing.ipynb", "--out", tmp_path / "o.ipynb")
     assert result.returncode == 2 and "missing.ipynb" in result.stderr and ".ipynb file" in result.stderr
