@@ -28,7 +28,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-WARNING_LINE = re.compile(r"\b\w*Warning: .*")
+WARNING_LINE = re.compile(r"\b\w*Warning: [^\r\n]*")  # a progress bar may come before it on its line
 
 
 def printed_warnings(cell) -> list[str]:
@@ -83,6 +83,7 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
         save()
         print(f"{path.name}: stopped after {len(log['cells'])} code cells, {log['seconds']:.1f} s -> {out}",
               file=sys.stderr)
+        report_warnings()
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
@@ -100,6 +101,7 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
         save()
         print(f"{path.name}: the run broke off after {len(log['cells'])} code cells ({type(error).__name__}: "
               f"{error}) -> {out}", file=sys.stderr)
+        report_warnings()
         return 1
     log["finished"] = True
     save()

@@ -45,7 +45,8 @@ def test_cells_are_timed_and_a_failure_keeps_the_cells_before_it(tmp_path):
 
 def test_warnings_printed_under_cells_are_listed_and_leave_the_exit_status_alone(tmp_path):
     source = tmp_path / "warns.ipynb"
-    make_notebook(source, ["import warnings\nwarnings.warn('mind the gap')", "print('no warning here')",
+    make_notebook(source, ["import sys, warnings\nsys.stderr.write('\\r 50%|#####')\nwarnings.warn('mind the gap')",
+                           "print('no warning here')",
                            "import warnings\nwarnings.warn('old', DeprecationWarning)\nwarnings.warn('one more')"])
     out = tmp_path / "warns-out.ipynb"
     result = run(source, "--out", out)
