@@ -95,17 +95,16 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
     except CellExecutionError as error:
         save()
         print(str(error)[-4000:], file=sys.stderr)
-        report_warnings()
         return 1
     except Exception as error:  # the kernel died (stopped from outside, out of memory): keep what ran
         save()
         print(f"{path.name}: the run broke off after {len(log['cells'])} code cells ({type(error).__name__}: "
               f"{error}) -> {out}", file=sys.stderr)
-        report_warnings()
         return 1
+    finally:
+        report_warnings()
     log["finished"] = True
     save()
-    report_warnings()
     print(f"{path.name}: {len(log['cells'])} code cells in {log['seconds']:.1f} s -> {out}")
     return 0
 

@@ -201,6 +201,12 @@ def test_a_warning_printed_under_a_notebook_cell_fails_the_cell_in_ci(tmp_path):
     notebook 05 printed until 2026-12-05) fails that cell, a library's warning about itself does not, and the test
     session's own PYTHONWARNINGS is given back after the notebook."""
     import nbformat
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:   # torch's warning is newer than torch 2.3
+        warnings.simplefilter("always")
+        float(torch.nn.Parameter(torch.ones(1))[0])
+    torch_warns = any("requires_grad=True to a scalar" in str(w.message) for w in caught)
 
     (tmp_path / "library.py").write_text("import warnings\n\ndef f():\n    warnings.warn('about the library itself')\n")
     cells = ["import warnings\nwarnings.warn('shown to a learner')",
@@ -216,12 +222,6 @@ def test_a_warning_printed_under_a_notebook_cell_fails_the_cell_in_ci(tmp_path):
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
          "--rootdir", str(tmp_path), "warns.ipynb", "test_after.py"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    import torch
-
-    with warnings.catch_warnings(record=True) as caught:   # torch's warning is newer than torch 2.3
-        warnings.simplefilter("always")
-        float(torch.nn.Parameter(torch.ones(1))[0])
-    torch_warns = any("requires_grad=True to a scalar" in str(w.message) for w in caught)
     summary = result.stdout.strip().splitlines()[-1]
     expected = f"{1 + torch_warns} failed, {4 - torch_warns} passed"
     assert result.returncode == 1 and expected in summary, result.stdout[-3000:] + result.stderr[-2000:]
