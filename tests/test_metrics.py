@@ -197,6 +197,27 @@ def test_frechet_distance_of_a_set_with_itself_is_zero_not_negative():
     assert frechet_distance(features, features) == 0.0
 
 
+@pytest.mark.skipif(not (torch.cuda.is_available() or torch.backends.mps.is_available()), reason="needs a GPU")
+def test_metrics_take_features_made_on_a_gpu(classifier, data_dir):
+    """The metrics run in float64 on the CPU, wherever the features come from: Apple's MPS has no float64, and
+    KID's and the digit Gaussians' CPU matrices must not meet CUDA features."""
+    device = "cuda" if torch.cuda.is_available() else "mps"
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, 8, generator=gen), torch.randn(40, 8, generator=gen) + 0.5
+    on_gpu = a.to(device), b.to(device)
+    assert frechet_distance(*on_gpu) == pytest.approx(frechet_distance(a, b))
+    assert metrics.kernel_inception_distance(*on_gpu, subsets=3, subset_size=20) == pytest.approx(
+        metrics.kernel_inception_distance(a, b, subsets=3, subset_size=20))
+    gaussians = fit_digit_gaussians(on_gpu[0], (torch.arange(40) % 2).to(device), on_gpu[1])
+    assert gaussians.distance(on_gpu[1]).shape == (40,)
+    images = load_mnist("test", root=data_dir)[0][:8]
+    try:
+        feats, probs = classify(classifier.to(device), images)
+    finally:
+        classifier.to("cpu")  # the fixture is shared with the other tests
+    assert feats.device.type == "cpu" and probs.dtype == torch.float64
+
+
 @pytest.mark.parametrize("call,error,words", [
     (lambda c: evaluate_samples(-torch.ones(4, 1, 28, 28), torch.tensor([0, 1, 42, 3]), classifier=c), ValueError,
      "labels must be the requested digits, 0 to 9, got values from 0 to 42"),

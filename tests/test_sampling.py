@@ -368,6 +368,9 @@ def test_digits_in_turn_is_guided_prediction_with_labels_in_turn():
     torch.testing.assert_close(wrapped(x, t), expected)
     torch.testing.assert_close(DigitsInTurn(model, 1.0)(x, t), model(x, t, torch.arange(12) % 10))
     assert not torch.allclose(wrapped(x, t), model(x, t))  # differs from the unconditional (null-label) output
+    # like the UNet, the wrapper takes one t for the whole batch, as a 0-d or a one-entry tensor
+    torch.testing.assert_close(wrapped(x, torch.tensor(7)), expected)
+    torch.testing.assert_close(wrapped(x, torch.tensor([7])), expected)
     with pytest.raises(ValueError, match="model must be class-conditional"):
         DigitsInTurn(UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=())))
     with pytest.raises(ValueError, match="guidance_scale"):

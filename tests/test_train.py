@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from ddpm_helpers.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from ddpm_helpers.losses import diffusion_loss
+from ddpm_helpers._validate import skip_value_checks
+from ddpm_helpers.losses import diffusion_loss, min_snr_weight
 from ddpm_helpers.sampling import sample
+from ddpm_helpers.schedules import NoiseSchedule
 from ddpm_helpers.train import (
     EMA,
     NonFiniteLossError,
@@ -32,7 +34,6 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(mnist_small):
     torch.manual_seed(0)
     images = mnist_small[0][:16]
     model = UNet(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(), dropout=0.0)
-    from ddpm_helpers.schedules import NoiseSchedule
 
     s = NoiseSchedule.from_name("cosine", 100)
     t = torch.randint(0, 100, (16,))
@@ -55,6 +56,41 @@ def test_loss_targets_and_min_snr(prediction, mnist_small):
     trainer = Trainer(cfg, mnist_small[0][:32], device="cpu")
     history = trainer.fit()
     assert len(history) == 3 and all(math.isfinite(h) for h in history)
+
+
+def test_min_snr_weights_against_their_formulas():
+    """Hang et al. (2023): min(SNR, gamma) as a weight on the x0 loss, which is SNR times the eps loss and
+    (SNR + 1) times the v loss; an SNR that underflows to 0 in float32 (a very long schedule) gives weights, not NaN."""
+    s = NoiseSchedule.from_name("cosine", 100)
+    t = torch.arange(100)
+    snr = s.snr.double()
+    for prediction, expected in [("x0", snr.clamp(max=5.0)), ("eps", snr.clamp(max=5.0) / snr),
+                                 ("v", snr.clamp(max=5.0) / (snr + 1))]:
+        torch.testing.assert_close(min_snr_weight(s, t, 5.0, prediction).double(), expected, rtol=1e-6, atol=0)
+    assert float(min_snr_weight(s, t, 5.0, "eps")[0]) < 0.01 and float(min_snr_weight(s, t, 5.0, "eps")[-1]) == 1.0
+    long = NoiseSchedule.from_name("linear", 20000)
+    assert float(long.snr[-1]) == 0.0  # underflowed in float32
+    for prediction in ("eps", "v", "x0"):
+        w = min_snr_weight(long, torch.tensor([0, 19999]), 5.0, prediction)
+        assert torch.isfinite(w).all(), (prediction, w)
+    assert min_snr_weight(long, torch.tensor([19999]), 5.0, "eps").tolist() == [1.0]
+
+
+def test_the_model_gets_t_on_the_images_device():
+    """diffusion_loss moves a t drawn on the CPU to x0's device before the model sees it (meta stands in for a GPU)."""
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t):
+            seen.append((x.device.type, t.device.type))
+            return x
+
+    s = NoiseSchedule.from_name("linear", 10).to("meta")
+    x0 = torch.zeros(2, 1, 4, 4, device="meta")
+    with skip_value_checks():  # meta tensors hold no values to check
+        diffusion_loss(Spy(), s, x0, t=torch.tensor([5, 7]), noise=torch.zeros(2, 1, 4, 4, device="meta"))
+        diffusion_loss(Spy(), s, x0)
+    assert seen == [("meta", "meta"), ("meta", "meta")]
 
 
 def test_resume_from_mid_run_checkpoint_is_identical(tmp_path, mnist_small, tiny_config):

@@ -43,6 +43,19 @@ def test_class_conditional_model_uses_labels_and_null_class():
         model(x, t, torch.tensor([11, 0]))
 
 
+def test_labels_of_any_integer_dtype_and_inputs_on_the_cpu_are_accepted():
+    """nn.Embedding takes only int32 and int64 labels, but MNIST's own label file is uint8; and a learner's
+    t = torch.randint(0, T, (B,)) is on the CPU while the images are on the GPU. The UNet converts and moves both."""
+    model = random_conditional_unet()
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([5, 50, 500])
+    expected = model(x, t, torch.tensor([3, 7, 10]))
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
+        torch.testing.assert_close(model(x, t, torch.tensor([3, 7, 10], dtype=dtype)), expected, rtol=0, atol=0)
+    # the meta device stands in for a GPU: model and images there, t and y on the CPU
+    out = model.to("meta")(x.to("meta"), t, torch.tensor([3, 7, 10], dtype=torch.uint8))
+    assert out.device.type == "meta" and out.shape == x.shape
+
+
 def test_unet_runs_in_float64_and_agrees_with_float32():
     """A UNet made .double() runs (its time embedding follows the input's dtype), e.g. to check gradients exactly."""
     model = random_conditional_unet()

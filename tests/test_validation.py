@@ -17,7 +17,7 @@ from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import Preset, get_preset, preset_for
 from ddpm_helpers.sampling import (DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict,
                                    sample)
-from ddpm_helpers.schedules import NoiseSchedule, cosine_betas, linear_betas, make_betas, sigmoid_betas
+from ddpm_helpers.schedules import NoiseSchedule, cosine_betas, extract, linear_betas, make_betas, sigmoid_betas
 from ddpm_helpers.pretrained import load_pretrained
 from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, has_native_bf16, seed_everything,
                                 select_device)
@@ -31,6 +31,15 @@ COND = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes
 NAN = torch.full((2, 1, 4, 4), math.nan)
 TINY = TrainConfig(num_timesteps=10, base_channels=8, channel_mults=(1,), steps=1, batch_size=2, progress=False)
 IMG = torch.full((4, 1, 28, 28), -1.0)  # a blank page: pixels in [-1, 1], the background -1
+
+
+def _not_cpu_generator():
+    """A generator that claims another device: CUDA's cannot be made without a GPU, and a meta one not at all."""
+
+    class Elsewhere(torch.Generator):
+        device = torch.device("cuda")
+
+    return Elsewhere()
 
 
 class NanNet(torch.nn.Module):
@@ -326,6 +335,27 @@ CASES = [
     ("simple unet channels", lambda: SimpleUNet(num_timesteps=10)(torch.zeros(2, 3, 8, 8), T2), ValueError,
      r"x must have 1 channel\(s\), got shape \(2, 3, 8, 8\)"),
     ("drop_labels float labels", lambda: drop_labels(torch.zeros(3), 10, 0.5), TypeError, "y must have an integer dtype"),
+    # found by the review of 2026-12-05
+    ("loss min_snr_gamma negative", lambda: diffusion_loss(NET, S, X, min_snr_gamma=-1.0), ValueError,
+     r"min_snr_gamma must be a finite number in \(0.0, inf"),
+    ("loss label_drop_prob without y", lambda: diffusion_loss(NET, S, X, label_drop_prob=0.1), ValueError,
+     r"label_drop_prob=0.1 drops class labels, but no labels were given \(y=None\)"),
+    ("q_sample noise float64", lambda: S.q_sample(X, T2, X.double()), TypeError,
+     r"noise is torch.float64 but x0 is torch.float32, so x_t would be torch.float64"),
+    ("q_sample noise NaN", lambda: S.q_sample(X, T2, NAN), ValueError, "noise contains 32 NaN"),
+    ("q_sample noise elsewhere", lambda: S.q_sample(X, T2, torch.zeros(2, 1, 4, 4, device="meta")), ValueError,
+     r"noise must be on x0's device \(cpu\), got meta"),
+    ("extract a fraction", lambda: extract(S.alpha_bar, torch.tensor([0.27]), X.shape), TypeError,
+     "t must have an integer dtype"),
+    ("ddim with sigma", lambda: sample(NET, S, 2, method="ddim", steps=2, sigma="beta", image_shape=(1, 4, 4)),
+     ValueError, r"sigma='beta' chooses the variance of DDPM's steps and has no effect with method='ddim'"),
+    ("kid generator not on the CPU", lambda: metrics.kernel_inception_distance(
+        torch.randn(4, 3), torch.randn(4, 3), generator=_not_cpu_generator()), TypeError,
+     "generator must be None or a torch.Generator on the CPU"),
+    ("digits in turn t count", lambda: DigitsInTurn(COND)(X, torch.tensor([1, 2, 3])), ValueError,
+     "t must have 1 or 2 entries"),
+    ("digits in turn t float", lambda: DigitsInTurn(COND)(X, torch.tensor([0.5, 0.5])), TypeError,
+     "t must have an integer dtype"),
 ]
 
 

@@ -103,3 +103,20 @@ def test_a_row_wider_than_the_images_is_one_row_of_them_not_a_huge_white_canvas(
 
     images = torch.zeros(3, 1, 4, 4)
     assert make_grid(images, nrow=10**8).shape == make_grid(images, nrow=3).shape == (2 + 4 + 2, 3 * (4 + 2) + 2)
+
+
+def test_forward_strip_takes_low_precision_images_and_draws_its_noise_on_the_generator():
+    """The noise has the images' dtype (q_sample refuses noise that would change x_t's dtype), and a seeded
+    generator gives the same strip twice."""
+    from ddpm_helpers.schedules import NoiseSchedule
+
+    s = NoiseSchedule.from_name("linear", 100)
+    x0 = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for images in (x0, x0.bfloat16(), x0.double()):
+        plt.close(viz.forward_strip(s, images, (0, 50, 99)))
+    drawn = []
+    for _ in range(2):
+        fig = viz.forward_strip(s, x0, (0, 50, 99), generator=torch.Generator().manual_seed(3))
+        drawn.append(fig.axes[2].images[0].get_array().copy())
+        plt.close(fig)
+    assert (drawn[0] == drawn[1]).all()

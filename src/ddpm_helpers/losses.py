@@ -24,8 +24,8 @@ def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, predi
     t = check_timesteps("t", t, check_schedule("schedule", schedule).num_timesteps)
     snr = schedule.snr[t.to(schedule.device)]
     clipped = snr.clamp(max=gamma)
-    if prediction == "eps":
-        return clipped / snr
+    if prediction == "eps":  # min(SNR, gamma) / SNR, written so that an SNR that underflowed to 0 gives 1, not 0 / 0
+        return (gamma / snr).clamp(max=1.0)
     if prediction == "v":
         return clipped / (snr + 1)
     return clipped
@@ -63,7 +63,12 @@ def diffusion_loss(
     probability ``label_drop_prob`` so that the same network also learns the unconditional model.
     """
     check_choice("prediction", prediction, PREDICTION_TYPES)
-    check_float("label_drop_prob", label_drop_prob, min_value=0.0, max_value=1.0)  # also when y is None
+    check_float("label_drop_prob", label_drop_prob, min_value=0.0, max_value=1.0)
+    if y is None and label_drop_prob > 0:
+        raise ValueError(f"label_drop_prob={label_drop_prob} drops class labels, but no labels were given (y=None); "
+                         "pass y, the batch's labels, or leave label_drop_prob at 0 for an unconditional model")
+    if min_snr_gamma is not None:
+        check_float("min_snr_gamma", min_snr_gamma, min_value=0.0, min_inclusive=False)
     check_tensor("x0", x0, ndim=4, floating=True, finite=True)
     check_schedule("schedule", schedule)
     check_generator("generator", generator)
@@ -72,7 +77,7 @@ def diffusion_loss(
     if t is None:
         t = torch.randint(0, T, (batch,), generator=generator, device=gen_device).to(x0.device)
     else:
-        t = check_timesteps("t", t, T, batch=batch).expand(batch)
+        t = check_timesteps("t", t, T, batch=batch).expand(batch).to(x0.device)  # the model gets t on x0's device
     if noise is None:
         noise = noise_like(x0, generator)
     if y is not None:

@@ -133,8 +133,9 @@ def _classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 100
     try:
         for chunk in images.split(batch_size):
             f = classifier.features(chunk.to(device).float())
-            feats.append(f.double().cpu())
-            probs.append(F.softmax(classifier.head(f).double(), dim=1).cpu())
+            # to the CPU before float64: Apple's MPS has no float64 at all
+            feats.append(f.cpu().double())
+            probs.append(F.softmax(classifier.head(f).cpu().double(), dim=1))
     finally:
         classifier.train(was_training)
     return torch.cat(feats), torch.cat(probs)
@@ -144,7 +145,7 @@ def _check_features(name: str, f: torch.Tensor) -> torch.Tensor:
     check_tensor(name, f, ndim=2, floating=True, finite=True)
     if f.shape[0] < 2:
         raise ValueError(f"{name} needs at least 2 rows (samples) to estimate a covariance, got {f.shape[0]}")
-    return f.double()
+    return f.detach().cpu().double()  # the metrics run in float64 on the CPU, wherever the features were made
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
@@ -180,8 +181,9 @@ def kernel_inception_distance(
         raise ValueError(f"features_a and features_b must have the same width, got {a.shape[1]} and {b.shape[1]}")
     check_int("subsets", subsets, min_value=1)
     check_int("subset_size", subset_size, min_value=2)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be None or a torch.Generator (on the CPU), got {_show(generator)}")
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        raise TypeError("generator must be None or a torch.Generator on the CPU (the subsets are drawn there), got "
+                        + (_show(generator) if not isinstance(generator, torch.Generator) else f"one on {generator.device}"))
     m = min(subset_size, a.shape[0], b.shape[0])
     d = a.shape[1]
     if generator is None:
@@ -217,7 +219,7 @@ class DigitGaussians:
         check_tensor("features", features, ndim=2, floating=True, finite=True)
         if features.shape[1] != self.means.shape[1]:
             raise ValueError(f"features must have {self.means.shape[1]} columns, got {features.shape[1]}")
-        z, m = features.double() @ self.whitening, self.means @ self.whitening
+        z, m = features.detach().cpu().double() @ self.whitening, self.means @ self.whitening
         return torch.cdist(z, m).pow(2).min(1).values
 
     def in_distribution(self, features: torch.Tensor) -> torch.Tensor:
@@ -238,6 +240,7 @@ def fit_digit_gaussians(
     check_tensor("labels", labels, ndim=1, floating=False)
     if labels.shape[0] != f.shape[0]:
         raise ValueError(f"labels must hold one label per row of features ({f.shape[0]}), got {labels.shape[0]}")
+    labels = labels.cpu()  # with the features, which _check_features has put on the CPU
     held = _check_features("held_out", held_out)
     if held.shape[1] != f.shape[1]:
         raise ValueError(f"held_out must have the width of features ({f.shape[1]} columns), got {held.shape[1]}")

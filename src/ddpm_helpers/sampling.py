@@ -209,7 +209,7 @@ def predict(
     guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """The network's output at index ``t``, with classifier-free guidance when ``y`` is given and the scale is not 1."""
-    t = check_int("t", t, min_value=0)  # the network checks the upper end against its own T
+    t = check_int("t", t, min_value=0)  # predict() is not told T: sample() and the step functions check the top
     check_float("guidance_scale", guidance_scale, min_value=0.0)
     check_tensor("x_t", x_t, floating=True)
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
@@ -249,6 +249,11 @@ class DigitsInTurn(nn.Module):
         self.num_classes = None  # to callers it is unconditional
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor("x_t", x_t, ndim=4, floating=True)
+        check_tensor("t", t, ndim=(0, 1), floating=False)
+        if t.numel() not in (1, x_t.shape[0]):
+            raise ValueError(f"t must have 1 or {x_t.shape[0]} entries (one per image), got {t.numel()}")
+        t = t.reshape(-1).expand(x_t.shape[0])  # like the UNet, accept one t for the whole batch
         y = torch.arange(x_t.shape[0], device=x_t.device) % self.classes
         if self.guidance_scale == 1.0:
             return self.model(x_t, t, y)
@@ -282,7 +287,7 @@ def sample(
 
     ``method="ddpm"`` runs all T ancestral steps (``steps`` must be None or T); ``"ddim"`` runs
     ``steps`` (default 50, at most T) with noise level ``eta``; ``"dpm++2m"`` runs the deterministic
-    DPM-Solver++(2M) (:func:`dpm_solver_2m_step`, ``steps`` default 20, ``eta`` and ``sigma`` unused) on
+    DPM-Solver++(2M) (:func:`dpm_solver_2m_step`, ``steps`` default 20) on
     the same timesteps as DDIM: the first step is first order (= DDIM), the middle ones second order,
     and the last one is a first-order jump to clean data, i.e. the image is :math:`\hat x_0` predicted at
     the smallest timestep, as in diffusers' ``DPMSolverMultistepScheduler(final_sigmas_type="zero")``.
@@ -290,6 +295,8 @@ def sample(
     steps, for animations: ``t`` is the 0-based index of the state (``T-1`` is the starting noise,
     ``-1`` the finished image). The model is put in eval mode for sampling and given back in the mode
     it came in. It runs on ``device``, by default its own (the CPU for a model without parameters).
+    ``sigma`` (DDPM's step variance) is accepted only with ``"ddpm"``, ``eta`` only with ``"ddim"``: an option
+    that would have no effect is an error, not silently ignored.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module called as model(x_t, t) or model(x_t, t, y), got {_show(model)}")
@@ -304,6 +311,10 @@ def sample(
     check_generator("generator", generator)
     for name, flag in (("clip_x0", clip_x0), ("return_trajectory", return_trajectory), ("progress", progress)):
         check_bool(name, flag)
+    if sigma != "beta_tilde" and method != "ddpm":
+        raise ValueError(f"sigma={sigma!r} chooses the variance of DDPM's steps and has no effect with "
+                         f"method={method!r} (DDIM's noise is set by eta); use method='ddpm' or leave sigma at "
+                         "'beta_tilde'")
     if eta != 0.0 and method != "ddim":
         raise ValueError(f"eta={eta} is DDIM's noise level and has no effect with method={method!r}; "
                          "use method='ddim' or leave eta at 0.0")

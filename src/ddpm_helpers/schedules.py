@@ -83,6 +83,7 @@ def extract(a: torch.Tensor, t: torch.Tensor, shape: torch.Size | tuple[int, ...
 
     ``t`` may live on any device: it is moved to ``a``'s device for the lookup. The result keeps ``a``'s dtype.
     """
+    check_tensor("t", t, floating=False)  # a fraction t / T by mistake would otherwise be truncated to index 0
     t = t.reshape(-1).to(a.device, torch.long)  # a uint8 or bool index would be read as a mask
     return a[t].reshape(t.shape[0], *([1] * (len(shape) - 1)))
 
@@ -225,6 +226,13 @@ class NoiseSchedule:
             noise = noise_like(x0, generator)
         else:
             self._check_like("noise", noise, "x0", x0)
+            if noise.device != x0.device:
+                raise ValueError(f"noise must be on x0's device ({x0.device}), got {noise.device}; move it with "
+                                 f"noise.to(x0.device)")
+            check_tensor("noise", noise, finite=True)
+            if torch.promote_types(x0.dtype, noise.dtype) != x0.dtype:
+                raise TypeError(f"noise is {noise.dtype} but x0 is {x0.dtype}, so x_t would be {noise.dtype}; "
+                                f"make the noise with x0's dtype (torch.randn_like(x0), or noise.to(x0.dtype))")
         return self._coef("sqrt_alpha_bar", t, x0) * x0 + self._coef("sqrt_one_minus_alpha_bar", t, x0) * noise
 
     def q_posterior_mean_variance(

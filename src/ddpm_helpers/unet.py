@@ -285,7 +285,7 @@ class UNet(nn.Module):
             if y.numel() and _read_values(y) and (int(y.min()) < 0 or int(y.max()) > cfg.num_classes):
                 raise ValueError(f"y must hold class labels in [0, {cfg.num_classes - 1}], or {cfg.num_classes} for "
                                  f"the null class (unconditional), got values in [{int(y.min())}, {int(y.max())}]")
-        return t.expand(x.shape[0])
+        return t.to(x.device).expand(x.shape[0])  # a CPU t with a CUDA x is a learner's loop, not an error
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         t = self.check_input(x, t, y)
@@ -294,7 +294,8 @@ class UNet(nn.Module):
         if self.label_emb is not None:
             if y is None:  # unconditional call of a conditional model: use the null class
                 y = torch.full((x.shape[0],), self.config.num_classes, device=x.device, dtype=torch.long)
-            emb = emb + self.label_emb(y.reshape(-1).expand(x.shape[0]))
+            # nn.Embedding takes only int32 and int64 indices; MNIST's own label file is uint8
+            emb = emb + self.label_emb(y.reshape(-1).to(x.device, torch.long).expand(x.shape[0]))
 
         p = self.config.pixel_unshuffle
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)

@@ -16,7 +16,7 @@ import torch
 from matplotlib import animation
 
 from ._validate import _show, check_bool, check_float, check_int, check_tensor
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, noise_like
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
@@ -164,12 +164,13 @@ def forward_strip(
     timesteps = [check_int(f"timesteps[{i}]", t, min_value=0, max_value=schedule.num_timesteps - 1)
                  for i, t in enumerate(timesteps)]
     n, k = x0.shape[0], len(timesteps)
-    noise = torch.randn(x0.shape, generator=generator)
+    x0 = x0.detach().cpu()  # drawn on the CPU; the noise from generator's device (noise_like checks it)
+    noise = noise_like(x0, generator)
     fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.25 * n), squeeze=False)
     for r in range(n):
         axes[r, 0].imshow(x0[r, 0].detach().float().cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
         for c, t in enumerate(timesteps, start=1):
-            xt = schedule.q_sample(x0[r : r + 1].cpu(), torch.tensor([t]), noise[r : r + 1])
+            xt = schedule.q_sample(x0[r : r + 1], torch.tensor([t]), noise[r : r + 1])
             axes[r, c].imshow(xt[0, 0].detach().float().clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
             if r == 0:
                 axes[r, c].set_title(f"t={t}\n" + rf"$\sqrt{{\bar\alpha}}$={float(schedule.sqrt_alpha_bar[t]):.2f}",
