@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -275,6 +276,55 @@ def test_pruning_after_a_resume_past_an_unreadable_checkpoint_keeps_the_good_one
     assert names == ["ckpt_00000015.pt", "ckpt_00000020.pt"]   # the new one kept, the unreadable one left alone
     with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
         assert Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu").step == 15
+
+
+def test_numpy_numbers_in_the_config_give_checkpoints_that_resume(tmp_path, mnist_small, tiny_config):
+    """Review, 2026-12-05: np.int64(20) passed the checks and was stored as it was; every checkpoint then held a
+    NumPy scalar that torch.load(weights_only=True) refuses, so each resume skipped them all and started over."""
+    import numpy as np
+
+    cfg = TrainConfig(**{**tiny_config.to_dict(), "steps": np.int64(20), "lr": np.float32(1e-3),
+                         "batch_size": torch.tensor(8), "extra": {"note": "numpy", "sizes": [1, 2.5]}})
+    assert type(cfg.steps) is int and type(cfg.lr) is float and type(cfg.batch_size) is int
+    Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu").fit(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "skipping unusable checkpoint"
+        assert Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu").step == 10
+    with pytest.raises(TypeError, match=r"extra\['data'\] must be a plain value .* got PosixPath"):
+        TrainConfig(extra={"data": tmp_path})
+
+
+def test_the_final_checkpoint_replaces_a_damaged_one_and_a_new_run_does_not_mix_with_an_old(tmp_path, mnist_small,
+                                                                                              tiny_config):
+    """Review, 2026-12-05: fit() skipped its final save whenever a file of that name existed, so a damaged final
+    checkpoint was never replaced (every resume trained to the end again), and a run with resume=False kept the
+    final weights of the run before it."""
+    cfg = TrainConfig(**{**tiny_config.to_dict(), "steps": 15})  # ends off the checkpoint grid of 10
+    first = Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu")
+    first.fit()
+    final = tmp_path / "ckpt_00000015.pt"
+    final.write_bytes(final.read_bytes()[:1000])  # truncated
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+        resumed = Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu")
+    assert resumed.step == 10
+    resumed.fit()
+    state = load_checkpoint(final)
+    assert state["step"] == 15 and state["history"] == first.history
+    with pytest.raises(ValueError, match="already holds checkpoints of a run .* resume=False would start a new run"):
+        Trainer(cfg, mnist_small[0], out_dir=tmp_path, device="cpu", resume=False)
+
+
+def test_a_checkpoint_from_a_gpu_resumes_with_the_optimizer_kernel_of_this_device(mnist_small, tiny_config):
+    """The optimizer's saved groups carry fused=True from CUDA; a resume on a CPU (or MPS) keeps its own choice."""
+    trainer = Trainer(tiny_config, mnist_small[0][:32], device="cpu")
+    trainer.fit(2)
+    state = trainer.state_dict()
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = True  # as saved by the Trainer on CUDA
+    resumed = Trainer(tiny_config, mnist_small[0][:32], device="cpu")
+    resumed.load_state(state)
+    assert [g["fused"] for g in resumed.optimizer.param_groups] == [None]
+    resumed.fit(4)
 
 
 def test_checkpoint_names_past_eight_digits_are_found(tmp_path):

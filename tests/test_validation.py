@@ -443,9 +443,14 @@ def test_a_checkpoint_folder_or_an_unusable_map_location_is_named_not_reported_a
     path.write_bytes(b"not read: the arguments are checked first")
     with pytest.raises(ValueError, match="map_location must be a torch device such as 'cpu'.*got 'gpu'"):
         load_checkpoint(path, map_location="gpu")
+    absent = [f"cuda:{torch.cuda.device_count()}"]  # one past the last GPU, or 'cuda:0' on a machine with none
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="map_location='cuda', but this machine has no CUDA GPU; use 'cpu'"):
-            load_checkpoint(path, map_location="cuda")
+        absent.append("cuda")
+    if not torch.backends.mps.is_available():  # review, 2026-12-05: these read as "truncated or corrupted"
+        absent.append("mps")
+    for device in absent:
+        with pytest.raises(ValueError, match=f"map_location='{device}' is not available on this machine; use 'cpu'"):
+            load_checkpoint(path, map_location=device)
 
 
 def test_select_device_takes_a_torch_device_or_an_indexed_name_as_documented():

@@ -10,6 +10,7 @@ one is safely in place.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
 import warnings
@@ -76,6 +77,24 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return save_atomically({**state, "format_version": FORMAT_VERSION}, path)
 
 
+def _device_available(device: torch.device) -> bool:
+    """Whether tensors can be placed on ``device`` here (a CUDA index must exist; MPS and the rest must be built
+    in and present); torch.load's own error for an absent device reads like a damaged file."""
+    if device.type in ("cpu", "meta"):
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index is None or device.index < torch.cuda.device_count())
+    if device.type == "mps":
+        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    backend = getattr(torch, device.type, None)
+    return bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
+
+
+def _damaged(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is truncated or corrupted and cannot be read ({type(err).__name__}: {err}). "
+                           "It was left in place; earlier checkpoints in the same folder are untouched.")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; a clear :class:`CheckpointError` if it is unusable."""
     path = check_path("path", path, "a checkpoint file")
@@ -86,15 +105,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if isinstance(map_location, (str, torch.device)):  # torch.load also takes a dict or a function: passed on
         device = check_device("map_location", map_location)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"map_location={str(map_location)!r}, but this machine has no CUDA GPU; use 'cpu'")
+        if not _device_available(device):
+            raise ValueError(f"map_location={str(map_location)!r} is not available on this machine; use 'cpu'")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():  # a truncated pickle says "pickle data was truncated"
+            raise _damaged(path, err) from None
+        # a whole file, but holding objects that weights_only may not load; torch's message is a page long
+        found = re.search(r"Unsupported global: ([^\n]*?)(?: was not an allowed global|$)", str(err), re.MULTILINE)
+        detail = f"it holds {found.group(1).strip()}" if found else str(err).splitlines()[0]
         raise CheckpointError(
-            f"{path} is truncated or corrupted and cannot be read ({type(err).__name__}: {err}). "
-            "It was left in place; earlier checkpoints in the same folder are untouched."
+            f"{path} holds objects that torch.load(weights_only=True) refuses ({detail}). It was not written by "
+            "this version of ddpm_helpers, or something not a plain number or string went into its config. "
+            "It was left in place."
         ) from None
+    except Exception as err:
+        raise _damaged(path, err) from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a ddpm_helpers checkpoint (no format_version)")
     if state["format_version"] != FORMAT_VERSION:

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from ._validate import check_float
 from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from .data import DataCorruptError, DataNotFoundError, load_mnist
 from .presets import PRESETS, get_preset
@@ -78,10 +79,12 @@ def _write_json(path: Path, data: dict) -> None:
 def _checkpoint_from(args) -> Path:
     if args.checkpoint:
         return Path(args.checkpoint)
-    checkpoints = list_checkpoints(args.run)
-    if not checkpoints:
+    if not list_checkpoints(args.run):
         raise CLIError(f"no checkpoint found in --run {args.run!r}; train first or pass --checkpoint")
-    return checkpoints[-1]
+    newest = latest_checkpoint(args.run)  # the newest readable one, as training resumes from (warns of the others)
+    if newest is None:
+        raise CLIError(f"no readable checkpoint in --run {args.run!r} (see the warnings above); pass --checkpoint")
+    return Path(newest["path"])
 
 
 def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps: int | None, eta: float,
@@ -134,6 +137,7 @@ PROBE_STEPS = (3, 10)  # --minutes: untimed warm-up steps, then timed steps, of 
 def steps_for_minutes(config: TrainConfig, images, labels, device, minutes: float) -> tuple[int, float]:
     """(steps, seconds per step): how many steps of ``config`` fit in ``minutes`` on ``device``, from timing a
     throwaway trainer (its first steps are slower: allocation, autotuning, so they are not timed)."""
+    minutes = check_float("minutes", minutes, min_value=0.0, min_inclusive=False)
     probe = Trainer(replace(config, progress=False), images, labels, device=device)
     warmup, timed = PROBE_STEPS
     for _ in range(warmup):
@@ -198,6 +202,7 @@ def cmd_train(args) -> int:
         earlier = latest_checkpoint(out) if not args.restart else None
         if earlier is not None:  # a resumed run keeps the length it was given when it started
             config = replace(config, steps=int(earlier["config"]["steps"]))
+            budget = _earlier_budget(out)  # and config.json keeps the budget that fitted it
             print(f"--minutes: resuming a run of {config.steps} steps (its length was fitted when it started; "
                   "--restart starts over)")
         else:
@@ -229,7 +234,7 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     samples, sample_labels = _generate(trainer.ema_model, trainer.schedule, config, preset.num_samples,
                                        preset.sampler, preset.sampler_steps, 0.0, config.seed, device, None,
-                                       preset.guidance_scale)
+                                       _guidance(preset, config))
     sample_seconds = time.perf_counter() - start
     _save_samples(out, samples, sample_labels)
     metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir)
@@ -246,11 +251,27 @@ def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
     from .metrics import evaluate_samples
 
     images, labels = _generate(model, schedule, config, preset.eval_samples, preset.sampler, preset.sampler_steps,
-                               0.0, config.seed + 1, device, None, preset.guidance_scale)
+                               0.0, config.seed + 1, device, None, _guidance(preset, config))
     result = evaluate_samples(images, labels, root=data_dir)
     result.update({"sampler": preset.sampler, "sampler_steps": preset.sampler_steps,
                    "guidance_scale": preset.guidance_scale if config.class_conditional else None})
     return result
+
+
+def _guidance(preset, config: TrainConfig) -> float:
+    """The preset's guidance scale for a class-conditional model; 1 (none) for one made unconditional with
+    ``--set class_conditional=False``, which has no labels to be guided towards."""
+    return preset.guidance_scale if config.class_conditional else 1.0
+
+
+def _earlier_budget(out: Path) -> dict:
+    """``minutes`` and ``probe_seconds_per_step`` from the ``config.json`` of the run being resumed, if any."""
+    try:
+        earlier = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: earlier[k] for k in ("minutes", "probe_seconds_per_step") if k in earlier} \
+        if isinstance(earlier, dict) else {}
 
 
 def sample_folder_name(args, num_timesteps: int) -> str:
@@ -278,12 +299,21 @@ def cmd_sample(args) -> int:
         raise CLIError(f"--steps {args.steps} is more than this model's num_timesteps={schedule.num_timesteps}"
                        f"{' (50 is the default)' if args.steps == 50 else ''}: give --steps {schedule.num_timesteps} "
                        "or fewer")
+    if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+        raise CLIError(f"--guidance-scale must be a number of at least 0, got {args.guidance_scale:g}")
     if args.guidance_scale != 1.0 and not config.class_conditional:
         raise CLIError(f"--guidance-scale {args.guidance_scale:g} needs a class-conditional model (guidance mixes "
                        "conditional and unconditional predictions); this one is unconditional")
     if args.eta and args.method != "ddim":
         raise CLIError(f"--eta applies to --method ddim only (ddpm always adds its noise, dpm++2m never does), "
                        f"got --eta {args.eta:g} with --method {args.method}")
+    # the rest of sample()'s checks, before the output folder is made (a rejected call leaves nothing behind)
+    if args.method != "ddpm" and args.steps < 1:
+        raise CLIError(f"--steps must be a positive integer, got {args.steps}")
+    if not (math.isfinite(args.eta) and 0 <= args.eta <= 1):
+        raise CLIError(f"--eta must be a number from 0 to 1, got {args.eta:g}")
+    if args.digit is not None and not config.class_conditional:
+        raise CLIError("--digit needs a class-conditional model (trained with class_conditional=True)")
     out = Path(args.out) if args.out else path.parent / sample_folder_name(args, schedule.num_timesteps)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -295,9 +325,9 @@ def cmd_sample(args) -> int:
                                device, args.digit, args.guidance_scale)
     seconds = time.perf_counter() - start
     _save_samples(out, images, labels)
-    _write_json(out / "sample_config.json", {"checkpoint": str(path), **{k: v for k, v in vars(args).items()
-                                             if k != "func"}, "seconds": round(seconds, 2),
-                                             "versions": library_versions()})
+    _write_json(out / "sample_config.json", {**{k: v for k, v in vars(args).items() if k != "func"},
+                                             "checkpoint": str(path),  # the file used, also with --run
+                                             "seconds": round(seconds, 2), "versions": library_versions()})
     print(f"{args.num} samples in {seconds:.1f} s -> {out}/samples.pt and {out}/samples.png")
     return 0
 
@@ -396,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
               "or a smaller network (--set base_channels=32).", file=sys.stderr)
         return 1
     except (CLIError, ValueError, TypeError, PermissionError, DataNotFoundError, DataCorruptError,
-            CheckpointError, FileNotFoundError) as err:
+            CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
         if os.environ.get("DDPM_DEBUG"):
             raise
         print(f"error: {err}  (set DDPM_DEBUG=1 for a traceback)", file=sys.stderr)

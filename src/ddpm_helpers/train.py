@@ -19,6 +19,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import numbers
 import os
 import random
 import signal
@@ -50,6 +51,7 @@ from .checkpoint import (
     check_same_config,
     checkpoint_path,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
@@ -166,6 +168,26 @@ def apply_memory_format(model: nn.Module, memory_format: str, device: torch.devi
     return model
 
 
+def _check_plain(name: str, value: object, top: bool = False) -> None:
+    """Raise unless ``value`` is built from str, int, float, bool and None in lists, tuples and dicts with str keys:
+    what ``config.json`` can hold and ``torch.load(weights_only=True)`` can read back from a checkpoint."""
+    if top and not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict of plain values (str, int, float, bool, None, and lists, tuples and "
+                        f"dicts of them), got {type(value).__name__}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or type(key) is not str:
+                raise TypeError(f"{name} must have str keys, got the key {key!r} of type {type(key).__name__}")
+            _check_plain(f"{name}[{key!r}]", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(f"{name}[{i}]", item)
+    elif value is not None and type(value) not in (str, int, float, bool):
+        raise TypeError(f"{name} must be a plain value (str, int, float, bool or None; checkpoints and config.json "
+                        f"store only these), got {type(value).__name__} {value!r}; convert it, e.g. str(path), "
+                        "int(n), float(x)")
+
+
 @dataclass
 class TrainConfig:
     # diffusion
@@ -231,6 +253,20 @@ class TrainConfig:
         if self.min_snr_gamma is not None:
             check_float("min_snr_gamma", self.min_snr_gamma, min_value=0.0, min_inclusive=False)
         self.unet_config()  # validates the network fields
+        # Store plain Python values: a NumPy number (np.int64(20)) or a 0-d tensor passes the checks above, but it
+        # would travel into every checkpoint, which torch.load(weights_only=True) then refuses to read.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            if isinstance(value, str):
+                value = str(value)
+            elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+                value = float(value)
+            setattr(self, f.name, value)
+        _check_plain("extra", self.extra, top=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -377,9 +413,17 @@ class Trainer:
         self._stop: _StopBetweenSteps | None = None  # set while fit() runs
         self.out_dir = check_path("out_dir", out_dir, "a folder", optional=True)
         self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and has_native_bf16(self.device))
+        self._saved_step: int | None = None  # the step of the checkpoint in out_dir that holds this run's state
         if self.out_dir is not None:
             if self.is_main:  # the only rank that writes
                 self._check_writable(self.out_dir)
+                earlier = list_checkpoints(self.out_dir)
+                if not resume and earlier:
+                    raise ValueError(
+                        f"out_dir {self.out_dir} already holds checkpoints of a run (newest: {earlier[-1].name}), and "
+                        "resume=False would start a new run among them (the next resume could pick either). "
+                        "Continue that run (resume=True), choose another out_dir, or move the files away (the "
+                        "command line's --restart does that)")
             if resume:  # every rank reads the same checkpoint
                 state = latest_checkpoint(self.out_dir, map_location=self.device)
                 if state is not None:
@@ -411,6 +455,8 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "batch": self.batch_generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        elif self.device.type == "mps":  # t, the noise and dropout are drawn there; torch.manual_seed reseeds it
+            rng["mps"] = torch.mps.get_rng_state()
         return rng
 
     def _set_rng_state(self, rng: dict) -> None:
@@ -419,6 +465,8 @@ class Trainer:
         self.batch_generator.set_state(rng["batch"].cpu())
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        if "mps" in rng and self.device.type == "mps":
+            torch.mps.set_rng_state(rng["mps"].cpu())
 
     def state_dict(self) -> dict:
         rng = self._rng_state()
@@ -448,12 +496,15 @@ class Trainer:
                 f"the same number of processes (torchrun --nproc_per_node {saved_world}, or no torchrun for 1), "
                 "or start afresh with --restart or another output folder."
             )
+        kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(state["model"])
             self.ema.model.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"checkpoint {state.get('path', '')} does not fit this model: {err}") from None
+        for group, chosen in zip(self.optimizer.param_groups, kernels):  # the saved groups bring the saving
+            group.update(chosen)  # device's choice of kernel (fused on CUDA); keep the one made for this device
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         # another `steps` re-fits the cosine from this step on (the same `steps` gives back the saved rates exactly)
         self.lr_scheduler.lr_lambdas = [self.config.lr_at]
@@ -463,6 +514,8 @@ class Trainer:
         self.history = list(state["history"])
         self.skipped_steps = list(state.get("skipped_steps", []))
         self._set_rng_state(state["rng"])
+        from_here = self.out_dir is not None and "path" in state and Path(state["path"]).parent.resolve() == self.out_dir.resolve()
+        self._saved_step = self.step if from_here else None  # a state from elsewhere is saved here at the end
         if self.config.progress and "path" in state and self.is_main:
             print(f"resumed from {state['path']} at step {self.step}")
 
@@ -471,6 +524,7 @@ class Trainer:
         if self.out_dir is None or not self.is_main:
             return None
         path = save_checkpoint(self.state_dict(), checkpoint_path(self.out_dir, self.step))
+        self._saved_step = self.step
         prune_checkpoints(self.out_dir, self.config.keep_last, newest=path)  # never counts a newer unreadable file
         return path
 
@@ -625,7 +679,7 @@ class Trainer:
             self._stop = None
             if bar is not None:
                 bar.close()
-        if self.out_dir is not None and not (self.out_dir / checkpoint_path(".", self.step).name).exists():
+        if self._saved_step != self.step:  # not when the last step saved already (or nothing to save: no out_dir)
             self.save()
         return self.history
 
