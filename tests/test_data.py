@@ -55,6 +55,22 @@ def test_corrupted_file_is_caught_by_md5_and_never_used(data_dir, tmp_path):
         load_mnist("test", tmp_path, download=False)
 
 
+def test_a_damaged_unpacked_file_falls_back_to_the_gz_beside_it(data_dir, tmp_path):
+    """torchvision keeps both in raw/; an unpacking cut short leaves a truncated file that the search finds first.
+    The intact .gz beside it is read instead, with a warning naming the damaged file; with no intact .gz, the
+    damaged file's own error stands."""
+    raw = _copy_test_files(data_dir, tmp_path)
+    packed = raw / "t10k-images-idx3-ubyte.gz"
+    unpacked = raw / "t10k-images-idx3-ubyte"
+    unpacked.write_bytes(gzip.decompress(packed.read_bytes())[:100_000])  # cut short
+    with pytest.warns(UserWarning, match="t10k-images-idx3-ubyte: md5 .* Read t10k-images-idx3-ubyte.gz beside it"):
+        x, _ = load_mnist("test", tmp_path, download=False)
+    assert x.shape == (10000, 1, 28, 28)
+    packed.write_bytes(b"not gzip at all")
+    with pytest.raises(DataCorruptError, match="t10k-images-idx3-ubyte: md5 of the uncompressed content"):
+        load_mnist("test", tmp_path, download=False)
+
+
 def test_no_data_and_no_network_names_the_three_ways(tmp_path, monkeypatch):
     monkeypatch.delenv("DDPM_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

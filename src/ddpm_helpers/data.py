@@ -102,6 +102,23 @@ def _read_verified(path: Path, name: str, verify: bool) -> np.ndarray:
     return read_idx(raw, str(path))
 
 
+def _read_found(path: Path, name: str, verify: bool) -> np.ndarray:
+    """:func:`_read_verified`, falling back to the ``.gz`` beside a damaged unpacked file (torchvision keeps both in
+    ``raw/``; an unpacking cut short leaves the unpacked one truncated, and the search finds it first)."""
+    try:
+        return _read_verified(path, name, verify)
+    except DataCorruptError as err:
+        packed = path.with_name(path.name + ".gz")
+        if path.suffix == ".gz" or not packed.is_file():
+            raise
+        try:
+            array = _read_verified(packed, name, verify)
+        except DataCorruptError:
+            raise err from None
+        warnings.warn(f"{err} Read {packed.name} beside it instead; delete the damaged file.", stacklevel=3)
+        return array
+
+
 def _search_folders(root: str | os.PathLike | None) -> list[tuple[str, Path]]:
     folders = []
     if root is not None:
@@ -177,8 +194,8 @@ def load_mnist(
     if found is None and download and _try_download(split):
         found = find_mnist(split, root)
     if found is not None:
-        images = _read_verified(found[0], images_name, verify)
-        labels = _read_verified(found[1], labels_name, verify)
+        images = _read_found(found[0], images_name, verify)
+        labels = _read_found(found[1], labels_name, verify)
     elif allow_subset:
         images, labels = _load_subset(split)
         warnings.warn(
