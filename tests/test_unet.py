@@ -64,6 +64,12 @@ def test_unet_runs_in_float64_and_agrees_with_float32():
     out64 = model.double()(x.double(), t, y)
     assert out64.dtype == torch.float64
     torch.testing.assert_close(out64.float(), out32, rtol=1e-4, atol=1e-4)
+    # outside autocast another input dtype is an error naming x (test_validation); under autocast it is the point
+    model = model.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = model(x.bfloat16(), t, y)
+    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)
 
 
 def test_fresh_unet_predicts_zero_and_counts_parameters():

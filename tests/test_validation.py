@@ -356,6 +356,10 @@ CASES = [
      "t must have 1 or 2 entries"),
     ("digits in turn t float", lambda: DigitsInTurn(COND)(X, torch.tensor([0.5, 0.5])), TypeError,
      "t must have an integer dtype"),
+    ("UNet float64, x float32", lambda: UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1).double()(X, T2),
+     TypeError, r"x is torch.float32, but the model's weights are torch.float64; give both one dtype"),
+    ("UNet x bf16 outside autocast", lambda: NET(X.bfloat16(), T2), TypeError,
+     r"x is torch.bfloat16, but the model's weights are torch.float32; .* or run the model under torch.autocast"),
 ]
 
 

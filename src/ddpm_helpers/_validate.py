@@ -180,12 +180,26 @@ def check_generator(name: str, value: Any) -> torch.Generator | None:
 
 
 def check_float64_input(name: str, x: torch.Tensor, module: Any) -> None:
-    """Raise if ``x`` is float64 while ``module``'s weights are not: torch's own error ("Input type (double) and
-    bias type (float) should be the same") does not say which argument to fix, or how."""
+    """Raise if ``x`` is float64 while ``module``'s weights are not, or (outside autocast) of any other dtype than
+    the weights: torch's own error ("Input type (double) and bias type (float) should be the same", "mat1 and mat2
+    must have the same dtype") does not say which argument to fix, or how."""
     weight = next(module.parameters(), None)
-    if x.dtype == torch.float64 and weight is not None and weight.dtype != torch.float64:
+    if weight is None or x.dtype == weight.dtype:
+        return
+    if x.dtype == torch.float64:
         raise TypeError(f"{name} is float64 (double), but the model's weights are {weight.dtype}; convert the input "
                         f"with {name}.float() (tensors made from NumPy arrays are float64)")
+    if not _autocast_enabled(x.device.type):  # under autocast, mixed dtypes are the point
+        raise TypeError(f"{name} is {x.dtype}, but the model's weights are {weight.dtype}; give both one dtype "
+                        f"({name}.to({weight.dtype}), or model.to({x.dtype})), or run the model under torch.autocast")
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    """torch.is_autocast_enabled(device_type), which torch 2.3 lacks (it had one function per device type)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def check_pixel_range(name: str, images: torch.Tensor) -> torch.Tensor:
