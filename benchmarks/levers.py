@@ -16,7 +16,8 @@ for-loop AdamW, which measured the same within noise), a foreach EMA. The rows:
 * ``Trainer contiguous`` (CPU) / ``Trainer channels_last`` (CUDA): the Trainer with the other memory format
   than ``TrainConfig.memory_format="auto"`` picks (channels_last on a CPU since 2026-12-04, contiguous elsewhere);
 * ``data on host``: images kept in (pinned) CPU memory, the batch gathered there and copied over;
-* ``fp32`` (CUDA) / ``bf16`` (CPU): autocast flipped;
+* ``fp32`` (CUDA) / ``bf16`` (CPU): autocast flipped (on CUDA, "fp32" is PyTorch's default: cuDNN runs its
+  convolutions in TF32, ``torch.backends.cudnn.allow_tf32``, as every fp32 number of the course on a GPU does);
 * ``AdamW foreach`` and ``AdamW for-loop`` (instead of fused; on a CPU: for-loop and fused);
 * ``EMA for-loop``: one ``lerp_`` per tensor instead of one foreach call;
 * ``torch.compile``: the U-Net compiled (default mode); the one-off compile time is reported apart;
@@ -53,7 +54,7 @@ of two (or two instead of one); the 2x2 pixel-unshuffle (or its reverse). The ba
 also sampled with DDIM at 10, 20 and 50 steps and with DPM-Solver++(2M) at 10 and 20 steps: the
 sampler lever.
 
-    # GPU (one H100/H200): speed about 4 min (13 rows, compile included), quality about 6-7 min: run apart
+    # GPU (one H100/H200): speed about 4 min (14 rows, compile included), quality about 6-7 min: run apart
     python benchmarks/levers.py --part speed
     python benchmarks/levers.py --part quality
     # CPU (2 cores): the speed part on the cpu preset, 3 interleaved rounds of 40 steps per row: about 5 minutes

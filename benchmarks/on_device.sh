@@ -7,11 +7,13 @@
 # Each command runs in turn; after each one, RESULTS.md, the new results/*.json and the log are copied to $OUT
 # (so a command that runs out of time loses nothing earlier). Copy them back into the checkout and commit.
 # A command "notebook NAME" executes notebooks/NAME.ipynb in full mode (DDPM_SMOKE is unset here) and log.txt times
-# it; "notebook NAME keep" also brings the executed notebook, figures included, back as $OUT/NAME.tar.gz (the device
+# it; "notebook NAME keep" writes the executed notebook, figures included, straight into $OUT/NAME.ipynb (the device
 # returns at most 8 files, 16 MiB each, so keep only the ones you need). CMD_LIMIT=S stops any one command after
-# S seconds, so that one that runs long cannot use up the call and the next still starts; the benchmark scripts
-# (all but ddp_throughput.py) take that SIGTERM as a stop and still record the rows they finished. Notebooks run through
-# scripts/run_notebook.py, which saves after every cell (with each cell's seconds), so a stopped one keeps what ran.
+# S seconds, so that one that runs long cannot use up the call and the next still starts; every benchmark script
+# takes that SIGTERM as a stop and still records the rows it finished. Notebooks run through
+# scripts/run_notebook.py, which saves after every cell (with each cell's seconds), so a stopped one keeps what ran,
+# and a kept one is in $OUT even if the whole call is cut off. Their kernels see the warnings (PYTHONWARNINGS is
+# unset for them), so that run_notebook.py's summary in log.txt lists the ones that full runs on a GPU print.
 set -uo pipefail
 : "${OUT:?OUT is not set: run this through the device tool, or set OUT to a folder}"
 if [ -z "${SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then  # SKIP_WHEELS=1: test it on a CPU here
@@ -27,8 +29,9 @@ fi
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
 unset DDPM_SMOKE
 notebook() {  # notebook NAME [keep]: run notebooks/NAME.ipynb top to bottom (inline figures: no Agg), saved per cell
-  [ "${2:-}" = keep ] && mkdir -p /tmp/notebooks/keep && touch "/tmp/notebooks/keep/$1"
-  env -u MPLBACKEND python3 scripts/run_notebook.py "notebooks/$1.ipynb" --out "/tmp/notebooks/run/$1.ipynb"
+  local out="/tmp/notebooks/$1.ipynb"
+  [ "${2:-}" = keep ] && out="$OUT/$1.ipynb"
+  env -u MPLBACKEND -u PYTHONWARNINGS python3 scripts/run_notebook.py "notebooks/$1.ipynb" --out "$out"
 }
 export -f notebook
 mkdir -p "$OUT/results"
@@ -43,8 +46,5 @@ for cmd in "$@"; do
   [ "$rc" -ne 0 ] && status=$rc
   cp benchmarks/RESULTS.md "$OUT/"
   find benchmarks/results -maxdepth 1 -name '*.json' -newer "$OUT/machine.txt" -exec cp {} "$OUT/results/" \;
-  for kept in /tmp/notebooks/keep/*; do  # also after a stop: run_notebook.py saves after every cell
-    [ -f "/tmp/notebooks/run/${kept##*/}.ipynb" ] && tar czf "$OUT/${kept##*/}.tar.gz" -C /tmp/notebooks/run "${kept##*/}.ipynb"
-  done
 done
 exit "$status"

@@ -8,8 +8,9 @@ the date and each cell's seconds) and writes, named after the machine and the da
 
 * ``notebooks-<machine>-<date>.json``: for each notebook its wall time, whether it finished, the slowest
   cells; for 05 the preset, steps and training seconds it printed; for 06 every row of its
-  steps-versus-quality table (sampler, network calls, seconds, Frechet distance and its floor, KID, confidence)
-  and its nearest-neighbour line;
+  steps-versus-quality table (sampler, network calls, seconds, Frechet distance and its floor, KID, confidence),
+  its nearest-neighbour line and which model it sampled (a warning if not notebook 05's: a notebook 05 stopped
+  before the end leaves an unfinished run, and notebook 06 then falls back to the shipped CPU model);
 * ``notebooks-<machine>-<date>-05-samples.png``: notebook 05's final sample grid (EMA weights), as shown (stored in
   8-bit grey when that loses nothing: ``compact_png``);
 * ``notebooks-<machine>-<date>-06-samplers.png``: notebook 06's rows of samples, one row per sampler setting.
@@ -130,6 +131,9 @@ def notebook06(nb) -> dict:
     table_cell = code_cell(nb, 'print(f"{NUM_EVAL} images per setting')
     text = stream_text(table_cell)
     out = {"table": parse_table(text)}
+    source = re.search(r"model source: (.*)", stream_text(code_cell(nb, "def newest_checkpoint")))
+    if source:  # (1) notebook 05's checkpoint; (2) the shipped model, when 05 did not finish; (3) one trained in 06
+        out.update(model_source=source[1], model_from_notebook_05=source[1].startswith("(1)"))
     match = re.search(r"(\d+) images per setting, on (\S+)", text)
     if match:
         out.update(images_per_setting=int(match[1]), device=match[2])
@@ -167,6 +171,10 @@ def main(argv=None) -> int:
             path = args.out / f"{stem}-{key}.png"
             path.write_bytes(compact_png(png))
             result["images"][key] = path.name
+    if not result["06_sampling_and_evaluation"].get("model_from_notebook_05"):
+        print("warning: notebook 06 did not sample the model notebook 05 trained (model source: "
+              f"{result['06_sampling_and_evaluation'].get('model_source', 'not printed')}); its numbers are not "
+              "evidence of that run", file=sys.stderr)
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {json_path}" + "".join(f" and {args.out / n}" for n in result["images"].values()))

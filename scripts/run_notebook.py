@@ -79,7 +79,10 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
             for w in log["warnings"]:
                 print(f"  cell {w['index']}: {w['warning']}", file=sys.stderr)
 
-    def stop(signum, frame):  # a time limit (timeout sends SIGTERM to the group, the kernel too): keep what ran
+    # A time limit's SIGTERM: before the cells run, this handler keeps what there is. While they run, nbclient's own
+    # handler takes its place (the kernel runs in a session of its own, so the signal never reaches it): nbclient
+    # shuts the kernel down, client.execute() raises, and the second except below saves the cells that ran.
+    def stop(signum, frame):
         save()
         print(f"{path.name}: stopped after {len(log['cells'])} code cells, {log['seconds']:.1f} s -> {out}",
               file=sys.stderr)
@@ -96,10 +99,10 @@ def run(path: Path, out: Path, kernel: str = "python3") -> int:
         save()
         print(str(error)[-4000:], file=sys.stderr)
         return 1
-    except Exception as error:  # the kernel died (stopped from outside, out of memory): keep what ran
+    except Exception as error:  # stopped by a time limit, or the kernel died (out of memory): keep what ran
         save()
-        print(f"{path.name}: the run broke off after {len(log['cells'])} code cells ({type(error).__name__}: "
-              f"{error}) -> {out}", file=sys.stderr)
+        print(f"{path.name}: the run broke off after {len(log['cells'])} code cells, {log['seconds']:.1f} s (a time "
+              f"limit, or the kernel died; {type(error).__name__}: {error}) -> {out}", file=sys.stderr)
         return 1
     finally:
         report_warnings()

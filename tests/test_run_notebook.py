@@ -103,6 +103,8 @@ def test_evidence_keeps_the_printed_numbers_and_the_pictures(tmp_path):
                     ("trainer = Trainer(run_config)", ["trained to step 2500 (171.2 s in this session)\n"]),
                     ("viz.show_images(samples_ema, nrow=8)", [{"image/png": PNG, "text/plain": "<Figure>"}])])
     executed(nb06, [('print(f"{NUM_EVAL} images per setting, on {device}")', [TABLE]),
+                    ("def newest_checkpoint(folder):", ["model source: (1) notebook 05's checkpoint runs/05/gpu/"
+                                                        "ckpt_00002500.pt\nT = 1000, the network predicts 'v'\n"]),
                     ("def nearest_train(x):", ["median distance to the nearest training image: generated 9.1, real "
                                                "test images 8.6 (ratio 1.06)\n"]),
                     ("rows = torch.cat([])", [{"image/png": PNG}])])
@@ -120,9 +122,20 @@ def test_evidence_keeps_the_printed_numbers_and_the_pictures(tmp_path):
     assert table[0]["frac_in_distribution"] == 0.985 and table[2]["frac_in_distribution"] == 1.0
     assert doc["06_sampling_and_evaluation"]["verdict"].startswith("FD ranges from 0.37")
     assert "ratio 1.06" in doc["06_sampling_and_evaluation"]["nearest_neighbour"]
+    assert doc["06_sampling_and_evaluation"]["model_from_notebook_05"] is True and "warning" not in result.stderr
+    assert doc["06_sampling_and_evaluation"]["model_source"].endswith("ckpt_00002500.pt")
     assert [r["seconds"] for r in doc["runs"]] == [200.5, 200.5]
     for key in ("05-samples", "06-samplers"):
         assert (tmp_path / "ev" / doc["images"][key]).read_bytes() == base64.b64decode(PNG)
+
+    # notebook 05 stopped before its end: notebook 06 sampled the shipped model, which the evidence must say
+    nb06.write_text(nb06.read_text().replace("(1) notebook 05's checkpoint runs/05/gpu/ckpt_00002500.pt",
+                                             "(2) the pretrained model 'mnist-cpu'"))
+    result = subprocess.run([sys.executable, str(EVIDENCE), nb05, nb06, "--out", tmp_path / "ev2"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "warning: notebook 06 did not sample the model notebook 05 trained" in result.stderr
+    doc = json.loads((tmp_path / "ev2" / "notebooks-nvidia-h200-20261129.json").read_text())
+    assert doc["06_sampling_and_evaluation"]["model_from_notebook_05"] is False
 
     plain = tmp_path / "plain.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), plain)
