@@ -151,8 +151,12 @@ class StopEarly:
     the block instead of the script; the script then records the rows it finished, marked as stopped early.
     (On a lent GPU, a command that outlasts its time limit would otherwise bring back nothing at all.) Each
     script adds a row to its results only once the row is complete, so no half-measured row is recorded.
-    Afterwards ``stop.reason`` is ``"SIGTERM"`` or ``"Ctrl-C"`` (None when the block ran to its end),
-    ``stop.exit_code`` is 130 after a stop (else 0), and SIGTERM's own handler is back.
+    Afterwards ``stop.reason`` is ``"SIGTERM"`` or ``"Ctrl-C"`` (None when the block ran to its end) and
+    ``stop.exit_code`` is 130 after a stop (else 0). SIGTERM's own handler is back, except after a SIGTERM: then
+    further SIGTERMs are ignored, so that the rows are recorded. ``timeout`` signals its child and then the child's
+    process group, so a python run as ``bash -c "python ..."`` (bash execs it) gets SIGTERM twice; the second used to
+    end the script in the middle of recording (or escape from ``__exit__``), and the stop lost everything.
+    (``timeout --kill-after`` still ends a script that hangs.)
     """
 
     def __enter__(self) -> "StopEarly":
@@ -164,10 +168,12 @@ class StopEarly:
 
     @staticmethod
     def _on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough: see the class docstring
         raise _Terminated
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self._previous is not None:
+        stopped_by_sigterm = exc_type is not None and issubclass(exc_type, _Terminated)
+        if self._previous is not None and not stopped_by_sigterm:
             signal.signal(signal.SIGTERM, self._previous)
         if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
             return False

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -549,6 +550,27 @@ def test_a_stopped_benchmark_records_what_it_finished(tmp_path):
     assert code == 130 and [r["prediction"] for r in saved["results"]] == ["v"] and saved["stopped_early"]
     assert RESULTS_MD.read_bytes() == before  # smoke runs write no rows, stopped or not
 
+
+
+def test_a_second_sigterm_while_recording_does_not_lose_the_rows():
+    """timeout signals its child and then the child's process group: a benchmark run as bash -c "python ..." gets
+    SIGTERM twice (review, 2026-12-05). After the first has stopped the measuring, the second must not end the
+    script before it records what it finished."""
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        sys.path.insert(0, sys.argv[1])
+        import _common
+        with _common.StopEarly() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        os.kill(os.getpid(), signal.SIGTERM)   # the second delivery, while the rows are being recorded
+        time.sleep(0.2)
+        print("recorded", stop.reason, flush=True)
+        sys.exit(stop.exit_code)
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(ROOT / "benchmarks")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 130 and "recorded SIGTERM" in result.stdout, (result.returncode, result.stderr)
 
 
 def benchmark_processes(name, worker_only=False):
