@@ -160,6 +160,19 @@ def check_device(name: str, value: Any) -> torch.device:
     raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {_show(value)}")
 
 
+def device_available(device: torch.device) -> bool:
+    """Whether tensors can be placed on ``device`` here: CUDA with that index, MPS built in and present, the CPU;
+    another kind when its torch backend says so."""
+    if device.type in ("cpu", "meta"):
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index is None or device.index < torch.cuda.device_count())
+    if device.type == "mps":
+        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    backend = getattr(torch, device.type, None)
+    return bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
+
+
 def check_path(name: str, value: Any, what: str = "a file", *, optional: bool = False) -> Path | None:
     """``value`` as a ``pathlib.Path`` if it is a str or path-like (None too when ``optional``), else raise naming
     ``name``: pathlib's own error ("expected str, bytes or os.PathLike object, not int") names no argument."""
@@ -179,7 +192,7 @@ def check_generator(name: str, value: Any) -> torch.Generator | None:
     raise TypeError(f"{name} must be a torch.Generator or None, got {_show(value)}{hint}")
 
 
-def check_float64_input(name: str, x: torch.Tensor, module: Any) -> None:
+def check_input_dtype(name: str, x: torch.Tensor, module: Any) -> None:
     """Raise if ``x`` is float64 while ``module``'s weights are not, or (outside autocast) of any other dtype than
     the weights: torch's own error ("Input type (double) and bias type (float) should be the same", "mat1 and mat2
     must have the same dtype") does not say which argument to fix, or how."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ._validate import check_device, check_int, check_path
+from ._validate import check_device, check_int, check_path, device_available
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")  # 8 digits, more past step 99,999,999
@@ -77,19 +77,6 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return save_atomically({**state, "format_version": FORMAT_VERSION}, path)
 
 
-def _device_available(device: torch.device) -> bool:
-    """Whether tensors can be placed on ``device`` here (a CUDA index must exist; MPS and the rest must be built
-    in and present); torch.load's own error for an absent device reads like a damaged file."""
-    if device.type in ("cpu", "meta"):
-        return True
-    if device.type == "cuda":
-        return torch.cuda.is_available() and (device.index is None or device.index < torch.cuda.device_count())
-    if device.type == "mps":
-        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    backend = getattr(torch, device.type, None)
-    return bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
-
-
 def _damaged(path: Path, err: Exception) -> CheckpointError:
     return CheckpointError(f"{path} is truncated or corrupted and cannot be read ({type(err).__name__}: {err}). "
                            "It was left in place; earlier checkpoints in the same folder are untouched.")
@@ -105,7 +92,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if isinstance(map_location, (str, torch.device)):  # torch.load also takes a dict or a function: passed on
         device = check_device("map_location", map_location)
-        if not _device_available(device):
+        if not device_available(device):  # torch.load's own error for an absent device reads like a damaged file
             raise ValueError(f"map_location={str(map_location)!r} is not available on this machine; use 'cpu'")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)

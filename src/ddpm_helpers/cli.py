@@ -94,8 +94,6 @@ def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps
     if config.class_conditional:
         labels = (torch.arange(num) % 10) if digit is None else torch.full((num,), digit)
         labels = labels.to(device)
-    elif digit is not None:
-        raise CLIError("--digit needs a class-conditional model (trained with class_conditional=True)")
     images = []
     batch = 500
     for start in range(0, num, batch):

@@ -44,6 +44,7 @@ from ._validate import (
     check_path,
     check_pixel_range,
     check_tensor,
+    device_available,
     skip_value_checks,
 )
 from .checkpoint import (
@@ -95,14 +96,12 @@ def model_has_dropout(model: nn.Module) -> bool:
 def select_device(preference: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; a named device (``"cuda"``, ``"cuda:1"``, a
     ``torch.device``) must be available."""
-    has = {"cuda": torch.cuda.is_available(), "mps": getattr(torch.backends, "mps", None) is not None
-           and torch.backends.mps.is_available(), "cpu": True}
+    has = {name: device_available(torch.device(name)) for name in ("cuda", "mps", "cpu")}
     if isinstance(preference, torch.device) or isinstance(preference, str) and ":" in preference:
         device = check_device("device", preference)
         if device.type not in has:
             raise ValueError(f"device must be a CUDA, MPS or CPU device, got {str(device)!r}")
-        if not has[device.type] or (device.type == "cuda" and device.index is not None
-                                    and device.index >= torch.cuda.device_count()):
+        if not device_available(device):
             raise ValueError(f"device {str(device)!r} was requested but is not available here; use 'auto' or 'cpu'")
         return device
     check_choice("device", preference, DEVICES)
@@ -176,7 +175,7 @@ def _check_plain(name: str, value: object, top: bool = False) -> None:
                         f"dicts of them), got {type(value).__name__}")
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or type(key) is not str:
+            if type(key) is not str:
                 raise TypeError(f"{name} must have str keys, got the key {key!r} of type {type(key).__name__}")
             _check_plain(f"{name}[{key!r}]", item)
     elif isinstance(value, (list, tuple)):
@@ -514,8 +513,9 @@ class Trainer:
         self.history = list(state["history"])
         self.skipped_steps = list(state.get("skipped_steps", []))
         self._set_rng_state(state["rng"])
-        from_here = self.out_dir is not None and "path" in state and Path(state["path"]).parent.resolve() == self.out_dir.resolve()
-        self._saved_step = self.step if from_here else None  # a state from elsewhere is saved here at the end
+        came_from = Path(state["path"]).parent.resolve() if "path" in state else None
+        here = self.out_dir is not None and came_from == self.out_dir.resolve()
+        self._saved_step = self.step if here else None  # a state from elsewhere is saved here at the end
         if self.config.progress and "path" in state and self.is_main:
             print(f"resumed from {state['path']} at step {self.step}")
 

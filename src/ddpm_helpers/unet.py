@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import (_read_values, as_int_tuple, check_float, check_float64_input, check_int, check_tensor,
+from ._validate import (_read_values, as_int_tuple, check_float, check_input_dtype, check_int, check_tensor,
                         check_timesteps)
 
 
@@ -266,7 +266,7 @@ class UNet(nn.Module):
                 f"x has size {h}x{w}, but this UNet halves the size {len(cfg.channel_mults) - 1} time(s) after a "
                 f"pixel-unshuffle by {p}, so H and W must be divisible by {f} ({hint}; or pad the images)"
             )
-        check_float64_input("x", x, self)
+        check_input_dtype("x", x, self)
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"t must be a tensor of 0-based timestep indices, got {type(t).__name__}")
         # integer indices, as every schedule table is indexed (a fraction t / T by mistake would run silently)
@@ -352,7 +352,7 @@ class SimpleUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=4, floating=True)
-        check_float64_input("x", x, self)
+        check_input_dtype("x", x, self)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"x must have {self.in_channels} channel(s), got shape {tuple(x.shape)}")
         t = check_timesteps("t", t, self.num_timesteps, batch=x.shape[0])  # T here must be the schedule's T

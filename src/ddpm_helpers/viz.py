@@ -168,7 +168,7 @@ def forward_strip(
     noise = noise_like(x0, generator)
     fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.25 * n), squeeze=False)
     for r in range(n):
-        axes[r, 0].imshow(x0[r, 0].detach().float().cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
+        axes[r, 0].imshow(x0[r, 0].float().numpy(), cmap="gray", vmin=-1, vmax=1)
         for c, t in enumerate(timesteps, start=1):
             xt = schedule.q_sample(x0[r : r + 1], torch.tensor([t]), noise[r : r + 1])
             axes[r, c].imshow(xt[0, 0].detach().float().clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
