@@ -482,6 +482,7 @@ def test_killed_training_subprocess_resumes_to_the_identical_result(tmp_path):
 def test_auto_amp_uses_bf16_only_where_the_card_has_it(monkeypatch, capability, expected):
     """amp="auto": bf16 on Ampere and newer; a T4 (7.5) or V100 (7.0) would only emulate it, so fp32 there."""
     seen = []
+    _fake_one_card(monkeypatch)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: seen.append(device) or capability)
     assert has_native_bf16("cuda") is expected
     assert has_native_bf16(torch.device("cuda", 0)) is expected and seen[-1] == torch.device("cuda", 0)
@@ -494,9 +495,27 @@ def test_auto_amp_uses_bf16_only_where_the_card_has_it(monkeypatch, capability, 
 def test_notebooks_take_the_gpu_preset_only_on_cards_with_bf16(monkeypatch, capability, expected):
     from ddpm_helpers.presets import preset_for
 
+    _fake_one_card(monkeypatch)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert preset_for("cuda") == expected
     assert preset_for("cpu") == preset_for(torch.device("cpu")) == preset_for("mps") == "cpu"
+
+
+def _fake_one_card(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_asking_a_machine_without_cuda_for_its_card_names_the_device():
+    """Review, 2026-12-05: preset_for("cuda") here raised torch's "Found no NVIDIA driver", naming no argument."""
+    from ddpm_helpers.presets import preset_for
+
+    for call in (preset_for, has_native_bf16):
+        with pytest.raises(ValueError, match=r"device 'cuda:3' is not available here"):
+            call("cuda:3")
+        with pytest.raises(ValueError, match=r"device 'cuda' is not available here.*use 'cpu'"):
+            call("cuda")
 
 
 def test_saved_files_get_the_usual_permissions(tmp_path):

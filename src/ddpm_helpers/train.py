@@ -119,7 +119,13 @@ def has_native_bf16(device: torch.device | str) -> bool:
     which is slower than plain fp32, so ``"auto"`` keeps fp32 on them (and on CPUs and Apple's MPS).
     """
     device = check_device("device", device)
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type != "cuda":
+        return False
+    if not device_available(device):  # torch's own error ("Found no NVIDIA driver") names no argument
+        raise ValueError(f"device {str(device)!r} is not available here (torch.cuda.is_available() is "
+                         f"{torch.cuda.is_available()}, {torch.cuda.device_count()} card(s)); use 'cpu' or a card "
+                         "this machine has")
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
