@@ -30,6 +30,17 @@ def test_linear_matches_the_seed_values():
     assert math.isclose(float(s.betas[-1]), 0.02, rel_tol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["linear", "sigmoid"])
+def test_swapped_beta_ends_warn_but_still_give_the_falling_schedule(name):
+    """Review, 2026-12-05: beta_start=0.02, beta_end=1e-4 (the arguments swapped) used to pass without a word."""
+    with pytest.warns(UserWarning, match=rf"the {name} schedule falls: beta_start=0.02 is larger than beta_end=0.0001"):
+        betas = make_betas(name, 50, beta_start=0.02, beta_end=1e-4)
+    assert float(betas[0]) > float(betas[-1])
+    with pytest.warns(UserWarning, match="beta_end=5e-05"):
+        make_betas(name, 50, beta_end=5e-5)  # below the default beta_start
+    make_betas(name, 50, beta_start=0.01, beta_end=0.01)  # constant: no warning (warnings are errors in the tests)
+
+
 def test_cosine_matches_nichol_dhariwal_formula():
     T, s_ = 1000, 0.008
     s = NoiseSchedule.from_name("cosine", T)

@@ -17,6 +17,7 @@ article's "indices should be either on cpu or on the same device" crash cannot h
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -30,6 +31,7 @@ PREDICTION_TYPES = ("eps", "x0", "v")
 def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Ho et al. (2020) linear schedule: ``beta`` rises evenly from ``beta_start`` to ``beta_end``."""
     _check_options("linear", num_timesteps, beta_start=beta_start, beta_end=beta_end)
+    _warn_if_falling("linear", beta_start, beta_end)
     return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
@@ -45,8 +47,17 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
 def sigmoid_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """GeoDiff's sigmoid schedule (as in ``diffusers``): ``beta`` follows a sigmoid over [-6, 6]."""
     _check_options("sigmoid", num_timesteps, beta_start=beta_start, beta_end=beta_end)
+    _warn_if_falling("sigmoid", beta_start, beta_end)
     x = torch.linspace(-6, 6, num_timesteps, dtype=torch.float64)
     return torch.sigmoid(x) * (beta_end - beta_start) + beta_start
+
+
+def _warn_if_falling(name: str, beta_start: float, beta_end: float) -> None:
+    """Warn when ``beta_start > beta_end``: valid maths, but most often the two arguments swapped by mistake."""
+    if beta_start > beta_end:
+        warnings.warn(f"the {name} schedule falls: beta_start={beta_start} is larger than beta_end={beta_end}, so "
+                      "the first steps add the most noise (DDPM's betas rise, from 1e-4 to 0.02); swap them unless "
+                      "you meant it", UserWarning, stacklevel=3)
 
 
 _OPTIONS = {  # each schedule's options: (lowest, highest, whether the ends themselves are allowed)
