@@ -512,9 +512,9 @@ def test_asking_a_machine_without_cuda_for_its_card_names_the_device():
     from ddpm_helpers.presets import preset_for
 
     for call in (preset_for, has_native_bf16):
-        with pytest.raises(ValueError, match=r"device 'cuda:3' is not available here"):
+        with pytest.raises(ValueError, match=r"device='cuda:3' is not available on this machine"):
             call("cuda:3")
-        with pytest.raises(ValueError, match=r"device 'cuda' is not available here.*use 'cpu'"):
+        with pytest.raises(ValueError, match=r"device='cuda' is not available on this machine; use 'cpu'"):
             call("cuda")
 
 

@@ -31,6 +31,7 @@ COND = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes
 NAN = torch.full((2, 1, 4, 4), math.nan)
 TINY = TrainConfig(num_timesteps=10, base_channels=8, channel_mults=(1,), steps=1, batch_size=2, progress=False)
 IMG = torch.full((4, 1, 28, 28), -1.0)  # a blank page: pixels in [-1, 1], the background -1
+MISSING = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, or 'cuda:0' on a machine with none
 
 
 def _not_cpu_generator():
@@ -360,6 +361,58 @@ CASES = [
      TypeError, r"x is torch.float32, but the model's weights are torch.float64; give both one dtype"),
     ("UNet x bf16 outside autocast", lambda: NET(X.bfloat16(), T2), TypeError,
      r"x is torch.bfloat16, but the model's weights are torch.float32; .* or run the model under torch.autocast"),
+    # review of 2026-12-05 (a probe of every public callable): each of these was torch's or Python's own error,
+    # which names no argument, or no error at all
+    ("sample on a missing card", lambda: sample(NET, S, 2, image_shape=(1, 4, 4), device=MISSING), ValueError,
+     f"device='{MISSING}' is not available on this machine; use 'cpu'"),
+    ("sample elsewhere than the model", lambda: sample(NET, S, 2, image_shape=(1, 4, 4), device="meta"), ValueError,
+     r"device='meta', but the model's weights are on cpu; move the model first \(model.to\('meta'\)\)"),
+    ("load_mnist on a missing card", lambda: load_mnist("test", allow_subset=True, limit=2, device=MISSING),
+     ValueError, f"device='{MISSING}' is not available"),
+    ("load_pretrained on a missing card", lambda: load_pretrained("mnist-cpu", device=MISSING), ValueError,
+     f"device='{MISSING}' is not available"),
+    ("load_classifier on a missing card", lambda: metrics.load_classifier(device=MISSING), ValueError,
+     f"device='{MISSING}' is not available"),
+    ("schedule to a missing card", lambda: S.to(MISSING), ValueError, f"device='{MISSING}' is not available"),
+    ("preset_for a missing card", lambda: preset_for(MISSING), ValueError, f"device='{MISSING}' is not available"),
+    ("UNet x on another device", lambda: NET(X.to("meta"), T2), ValueError,
+     r"x is on meta, but the model's weights are on cpu; move one of them: x.to\('cpu'\) or model.to\('meta'\)"),
+    ("trainer images channels-last", lambda: Trainer(TINY, IMG.permute(0, 2, 3, 1)), ValueError,
+     r"images must have 1 channel\(s\), got shape \(4, 28, 28, 1\); that looks channels-last.*"
+     r"use images.permute\(0, 3, 1, 2\)"),
+    ("sample image_shape channels", lambda: sample(NET, S, 2, image_shape=(3, 4, 4)), ValueError,
+     r"image_shape must have 1 channel\(s\), got shape \(3, 4, 4\)$"),
+    ("sample image_shape size", lambda: sample(NET, S, 2, image_shape=(1, 5, 5)), ValueError,
+     r"image_shape has size 5x5, but this UNet halves the size 1 time"),
+    ("loss bytes 0..255", lambda: diffusion_loss(NET, S, torch.full((2, 1, 4, 4), 255.0)), ValueError,
+     r"x0 must hold pixels in \[-1, 1\].*from bytes 0..255 use x / 127.5 - 1"),
+    ("loss x0 float64 named x0", lambda: diffusion_loss(NET, S, X.double()), TypeError,
+     r"x0 is float64 \(double\), but the model's weights are torch.float32; convert the input with x0.float\(\)"),
+    ("loss model None", lambda: diffusion_loss(None, S, X), TypeError, "model must be a network .* got None"),
+    ("loss SimpleUNet of another T", lambda: diffusion_loss(SimpleUNet(1000), S, X), ValueError,
+     r"the model was built for T=1000 timesteps \(model.num_timesteps\) but the schedule has T=10"),
+    ("extract past the end", lambda: extract(S.betas, torch.tensor([10]), X.shape), ValueError,
+     r"t must hold 0-based timestep indices in \[0, 9\] \(T = 10\); got values in \[10, 10\]"),
+    ("extract negative", lambda: extract(S.betas, torch.tensor([-1]), X.shape), ValueError,
+     r"t must hold 0-based timestep indices in \[0, 9\].*got values in \[-1, -1\]"),
+    ("extract a list", lambda: extract([0.1], T2, X.shape), TypeError, "a must be a torch.Tensor, got list"),
+    ("extract no shape", lambda: extract(S.betas, T2, None), TypeError, "shape must be the shape of the tensor"),
+    ("ddpm_step NaN output", lambda: ddpm_step(S, NAN, 3, X), ValueError, "model_output contains 32 NaN or Inf"),
+    ("ddpm_step x_t None", lambda: ddpm_step(S, X, 3, None), TypeError, "x_t must be a torch.Tensor, got NoneType"),
+    ("ddim_step t a tensor", lambda: ddim_step(S, X, torch.tensor(5), 7, X), ValueError,
+     r"t_prev must be an integer in \[-1, 4\], got 7"),
+    ("posterior x0 NaN", lambda: S.q_posterior_mean_variance(NAN, X, T2), ValueError, "x0 contains 32 NaN or Inf"),
+    ("attention groups 0", lambda: SelfAttention(8, groups=0), ValueError, r"groups must be an integer in \[1, inf\]"),
+    ("resblock dropout 1", lambda: ResBlock(8, 8, 32, dropout=1.0), ValueError,
+     r"dropout must be a finite number in \[0.0, 1.0\), got 1.0"),
+    ("EMA update of another model", lambda: EMA(torch.nn.Linear(1, 1), 0.9).update(torch.nn.Linear(2, 1), 1),
+     ValueError, r"model must be the network this EMA was made from \(2 weight tensors\)"),
+    ("EMA update of a string", lambda: EMA(torch.nn.Linear(1, 1), 0.9).update("m", 1), TypeError,
+     "model must be the torch.nn.Module this EMA averages, got 'm'"),
+    ("show labels an int", lambda: viz.show_images(X, labels=5), TypeError,
+     "labels must be a sequence with one entry per image .* got 5"),
+    ("show row_labels a str", lambda: viz.show_images(X, row_labels="ab"), TypeError,
+     "row_labels must be a sequence with one entry per row"),
 ]
 
 
@@ -411,6 +464,31 @@ def test_good_values_of_other_types_are_accepted():
     assert check_timesteps("t", np.int64(3), 10).tolist() == [3]
     x_next, _ = ddim_step(S, X, 5, 3, X, eta=np.float32(0.0))
     assert x_next.shape == X.shape
+    assert UNetConfig(channel_mults=(1, np.int64(2))).channel_mults == (1, 2)  # plain ints, for the checkpoint
+    assert type(UNetConfig(channel_mults=(1, np.int64(2))).channel_mults[1]) is int
+    assert sample(NET, S, 1, method="ddim", steps=1, image_shape=(1, np.int64(4), 4)).shape == (1, 1, 4, 4)
+
+
+def test_same_device_reads_cuda_as_the_current_card(monkeypatch):
+    """torch.device("cuda") != torch.device("cuda:0"), yet a model moved to "cuda" has its weights on cuda:0: the
+    device checks of sample() and the UNet must not call that a mismatch (review, 2026-12-05)."""
+    from ddpm_helpers._validate import same_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    cuda, cuda0, cuda1 = torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda", 1)
+    assert same_device(cuda, cuda1) and same_device(cuda1, cuda) and same_device(cuda, cuda)
+    assert not same_device(cuda, cuda0) and not same_device(cuda0, cuda1) and not same_device(cuda, torch.device("cpu"))
+    assert same_device(torch.device("cpu"), torch.device("cpu", 0)) and same_device(torch.device("mps"), torch.device("mps", 0))
+
+
+def test_an_out_dir_that_is_a_file_or_a_map_location_that_is_no_device_is_named(tmp_path):
+    """Review, 2026-12-05: these read "not writable ([Errno 17] File exists)" and "truncated or corrupted"."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("a file, not a folder")
+    with pytest.raises(NotADirectoryError, match=r"out_dir '.*notes.txt' is a file, not a folder"):
+        Trainer(TINY, IMG, out_dir=a_file)
+    with pytest.raises(TypeError, match=r"map_location must be a device such as 'cpu' or 'cuda' .* got 5"):
+        load_checkpoint(a_file, map_location=5)
 
 
 def test_uint8_timesteps_index_like_long():

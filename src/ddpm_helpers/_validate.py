@@ -43,7 +43,7 @@ def skip_value_checks():
 
 def _read_values(value: torch.Tensor) -> bool:
     """Whether a check may read the values of ``value`` (see :func:`skip_value_checks`)."""
-    if _skip_depth or torch.compiler.is_compiling():
+    if _skip_depth or value.is_meta or torch.compiler.is_compiling():  # a meta tensor has a shape but no values
         return False
     return not (value.is_cuda and torch.cuda.is_current_stream_capturing())
 
@@ -78,11 +78,15 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def as_int_tuple(name: str, value: Any) -> tuple[int, ...]:
-    """``value`` as a tuple of ints: a list or tuple of ints, or one int (``attention_levels=1`` means ``(1,)``)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
-    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return tuple(value)
+    """``value`` as a tuple of ints: a list or tuple of ints, or one int (``attention_levels=1`` means ``(1,)``);
+    NumPy's integers count as ints, and come back as plain ones."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if is_int(value):
+        return (int(value),)
+    if isinstance(value, (list, tuple)) and all(is_int(v) for v in value):
+        return tuple(int(v) for v in value)
     raise TypeError(f"{name} must be a tuple of integers (or one integer), such as (1, 2), got {_show(value)}")
 
 
@@ -173,6 +177,28 @@ def device_available(device: torch.device) -> bool:
     return bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` name one device: ``"cuda"`` is the current card, so it equals ``"cuda:0"`` there,
+    while ``torch.device("cuda") == torch.device("cuda:0")`` is False."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
+def check_available_device(name: str, value: Any) -> torch.device:
+    """:func:`check_device`, and the device must exist here: torch's own error for an absent one ("Found no NVIDIA
+    driver on your system") names no argument."""
+    device = check_device(name, value)
+    if not device_available(device):
+        raise ValueError(f"{name}={str(value)!r} is not available on this machine; use 'cpu'"
+                         + (" (or select_device('auto'), which takes the best device there is)"
+                            if device.type in ("cuda", "mps") else ""))
+    return device
+
+
 def check_path(name: str, value: Any, what: str = "a file", *, optional: bool = False) -> Path | None:
     """``value`` as a ``pathlib.Path`` if it is a str or path-like (None too when ``optional``), else raise naming
     ``name``: pathlib's own error ("expected str, bytes or os.PathLike object, not int") names no argument."""
@@ -192,12 +218,18 @@ def check_generator(name: str, value: Any) -> torch.Generator | None:
     raise TypeError(f"{name} must be a torch.Generator or None, got {_show(value)}{hint}")
 
 
-def check_input_dtype(name: str, x: torch.Tensor, module: Any) -> None:
-    """Raise if ``x`` is float64 while ``module``'s weights are not, or (outside autocast) of any other dtype than
-    the weights: torch's own error ("Input type (double) and bias type (float) should be the same", "mat1 and mat2
-    must have the same dtype") does not say which argument to fix, or how."""
+def check_input_like_weights(name: str, x: torch.Tensor, module: Any) -> None:
+    """Raise if ``x`` is on another device than ``module``'s weights, or float64 while they are not, or (outside
+    autocast) of any other dtype than the weights: torch's own errors ("Input type (torch.cuda.FloatTensor) and weight
+    type (torch.FloatTensor) should be the same", "mat1 and mat2 must have the same dtype") do not say which argument
+    to fix, or how."""
     weight = next(module.parameters(), None)
-    if weight is None or x.dtype == weight.dtype:
+    if weight is None:
+        return
+    if not same_device(x.device, weight.device):
+        raise ValueError(f"{name} is on {x.device}, but the model's weights are on {weight.device}; move one of them: "
+                         f"{name}.to({str(weight.device)!r}) or model.to({str(x.device)!r})")
+    if x.dtype == weight.dtype:
         return
     if x.dtype == torch.float64:
         raise TypeError(f"{name} is float64 (double), but the model's weights are {weight.dtype}; convert the input "

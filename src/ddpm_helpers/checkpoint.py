@@ -90,6 +90,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                                 "use latest_checkpoint(folder) (or the CLI's --run)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not (map_location is None or callable(map_location)
+            or isinstance(map_location, (str, torch.device, dict))):  # torch.load's error would read as a bad file
+        raise TypeError(f"map_location must be a device such as 'cpu' or 'cuda' (or None, a dict or a function, as "
+                        f"torch.load takes), got {map_location!r}")
     if isinstance(map_location, (str, torch.device)):  # torch.load also takes a dict or a function: passed on
         device = check_device("map_location", map_location)
         if not device_available(device):  # torch.load's own error for an absent device reads like a damaged file

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validate import check_bool, check_choice, check_device, check_int, check_path, check_tensor
+from ._validate import check_bool, check_available_device, check_choice, check_int, check_path, check_tensor
 
 SPLITS = ("train", "test")
 FILES = {
@@ -185,7 +185,7 @@ def load_mnist(
         check_bool(name, value)
     if limit is not None:
         check_int("limit", limit, min_value=1)
-    device = check_device("device", device)
+    device = check_available_device("device", device)
     images_name, labels_name = FILES[split]
     found = find_mnist(split, root)
     if found is not None and root is not None and Path(root) not in found[0].parents:

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import _show, check_device, check_float, check_int, check_path, check_pixel_range, check_tensor
+from ._validate import (_show, check_available_device, check_float, check_int, check_path, check_pixel_range,
+                        check_tensor)
 from .checkpoint import save_atomically
 from .data import cache_dir, load_mnist
 
@@ -91,7 +92,7 @@ def load_classifier(path: str | None = None, device: torch.device | str = "cpu")
         state = load_file(str(path))
     model = MNISTClassifier()
     model.load_state_dict(state)
-    return model.to(check_device("device", device)).eval()
+    return model.to(check_available_device("device", device)).eval()
 
 
 def classify(

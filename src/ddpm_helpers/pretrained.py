@@ -12,7 +12,7 @@ from importlib import resources
 
 import torch
 
-from ._validate import check_choice, check_device
+from ._validate import check_available_device, check_choice
 from .schedules import NoiseSchedule
 from .train import MEMORY_FORMATS, TrainConfig, apply_memory_format
 from .unet import UNet
@@ -41,7 +41,7 @@ def load_pretrained(name: str = "mnist-cpu", device: str | torch.device = "cpu",
     """
     from safetensors.torch import load_file
 
-    device = check_device("device", device)
+    device = check_available_device("device", device)
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
     card = model_card(name)
     config = TrainConfig.from_dict(card["config"])

@@ -16,13 +16,14 @@ unconditional one, s > 1 trades diversity for fidelity to the label.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
-from ._validate import (_read_values, _show, check_bool, check_choice, check_device, check_float, check_generator,
-                        check_int, check_tensor, skip_value_checks)
-from .schedules import PREDICTION_TYPES, NoiseSchedule, check_schedule, noise_like
+from ._validate import (_read_values, _show, check_available_device, check_bool, check_choice, check_float,
+                        check_generator, check_int, check_tensor, same_device, skip_value_checks)
+from .schedules import PREDICTION_TYPES, NoiseSchedule, check_model_fits_schedule, check_schedule, noise_like
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
 METHODS = ("ddpm", "ddim", "dpm++2m")
@@ -31,6 +32,7 @@ DEFAULT_STEPS = {"ddim": 50, "dpm++2m": 20}  # when ``steps`` is None (capped at
 
 def _x0_eps(schedule, model_output, x_t, t: int, prediction: str, clip_x0: bool):
     """Stage 1-2 of every step: from the network's output to (x0_hat, eps_hat)."""
+    check_tensor("x_t", x_t, ndim=(2, 3, 4, 5), floating=True)  # before x_t.shape below, which names no argument
     t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
     x0, eps = schedule.to_x0_and_eps(model_output, x_t, t_batch, prediction)
     if clip_x0:  # pixels live in [-1, 1]; keep the estimate there and make eps agree with it
@@ -61,7 +63,7 @@ def ddpm_step(
     check_schedule("schedule", schedule)
     check_bool("clip_x0", clip_x0)
     check_choice("sigma", sigma, SIGMA_CHOICES)
-    check_int("t", t, min_value=0, max_value=schedule.num_timesteps - 1)
+    t = check_int("t", t, min_value=0, max_value=schedule.num_timesteps - 1)
     x0, _ = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
     mean = schedule.scalar("posterior_mean_coef_x0", t) * x0 + schedule.scalar("posterior_mean_coef_xt", t) * x_t
     if t == 0:
@@ -92,8 +94,8 @@ def ddim_step(
     """
     T = check_schedule("schedule", schedule).num_timesteps
     check_bool("clip_x0", clip_x0)
-    check_int("t", t, min_value=0, max_value=T - 1)
-    check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
+    t = check_int("t", t, min_value=0, max_value=T - 1)
+    t_prev = check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
     check_float("eta", eta, min_value=0.0, max_value=1.0)
     x0, eps = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
     # per-step scalars in float64: 1 - ab_prev - sigma^2 cancels badly in float32 near t = T-1
@@ -155,8 +157,8 @@ def dpm_solver_2m_step(
     """
     T = check_schedule("schedule", schedule).num_timesteps
     check_bool("clip_x0", clip_x0)
-    check_int("t", t, min_value=0, max_value=T - 1)
-    check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
+    t = check_int("t", t, min_value=0, max_value=T - 1)
+    t_prev = check_int("t_prev", t_prev, min_value=-1, max_value=t - 1)
     x0, _ = _x0_eps(schedule, model_output, x_t, t, prediction, clip_x0)
     _, sigma_t, lam_t = _alpha_sigma_lambda(schedule, t)
     alpha_prev, sigma_prev, lam_prev = _alpha_sigma_lambda(schedule, t_prev)
@@ -318,13 +320,13 @@ def sample(
     if eta != 0.0 and method != "ddim":
         raise ValueError(f"eta={eta} is DDIM's noise level and has no effect with method={method!r}; "
                          "use method='ddim' or leave eta at 0.0")
-    model_T = getattr(model, "num_timesteps", None)  # e.g. SimpleUNet, which is told T
-    if isinstance(model_T, int) and model_T != schedule.num_timesteps:
-        raise ValueError(f"the model was built for T={model_T} timesteps (model.num_timesteps) but the schedule "
-                         f"has T={schedule.num_timesteps}; sample with the schedule the model was trained with")
-    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in image_shape)):
+    check_model_fits_schedule(model, schedule)  # e.g. SimpleUNet, which is told T
+    if (not isinstance(image_shape, (tuple, list, torch.Size)) or len(image_shape) != 3
+            or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in image_shape)):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape}")
+    image_shape = tuple(int(s) for s in image_shape)  # NumPy's integers too
+    if hasattr(model, "check_image_shape"):  # the U-Net's channels and down-sampling, named as the caller knows them
+        model.check_image_shape(tuple(image_shape), "image_shape")
     T = schedule.num_timesteps
     if steps is not None:
         check_int("steps", steps, min_value=1, max_value=T)
@@ -338,7 +340,11 @@ def sample(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     else:
-        device = check_device("device", device)
+        device = check_available_device("device", device)
+        first = next(model.parameters(), None)
+        if first is not None and not same_device(first.device, device):
+            raise ValueError(f"device={str(device)!r}, but the model's weights are on {first.device}; move the model "
+                             f"first (model.to({str(device)!r})), or leave device=None to sample where the model is")
     if y is not None:
         _check_labels(y, model, num_samples)
         y = y.to(device)

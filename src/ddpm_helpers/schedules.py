@@ -21,8 +21,8 @@ import warnings
 
 import torch
 
-from ._validate import (_show, check_choice, check_device, check_float, check_generator, check_int, check_tensor,
-                        check_timesteps)
+from ._validate import (_show, check_available_device, check_choice, check_float, check_generator, check_int,
+                        check_tensor, check_timesteps)
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 PREDICTION_TYPES = ("eps", "x0", "v")
@@ -93,9 +93,13 @@ def extract(a: torch.Tensor, t: torch.Tensor, shape: torch.Size | tuple[int, ...
     """Pick ``a[t]`` for each sample and reshape to ``(B, 1, 1, ...)`` so it broadcasts over ``shape``.
 
     ``t`` may live on any device: it is moved to ``a``'s device for the lookup. The result keeps ``a``'s dtype.
+    ``t`` must hold 0-based indices into ``a``: a negative one would silently count from the end (``a[-1]``).
     """
-    check_tensor("t", t, floating=False)  # a fraction t / T by mistake would otherwise be truncated to index 0
-    t = t.reshape(-1).to(a.device, torch.long)  # a uint8 or bool index would be read as a mask
+    check_tensor("a", a, ndim=1)
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 1:
+        raise TypeError(f"shape must be the shape of the tensor to broadcast over, such as x.shape, got {_show(shape)}")
+    # a fraction t / T by mistake would otherwise be truncated to index 0; a uint8 or bool index read as a mask
+    t = check_timesteps("t", t, a.shape[0]).to(a.device)
     return a[t].reshape(t.shape[0], *([1] * (len(shape) - 1)))
 
 
@@ -108,6 +112,16 @@ def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
     check_generator("generator", generator)
     device = x.device if generator is None else generator.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def check_model_fits_schedule(model: object, schedule: "NoiseSchedule") -> None:
+    """Raise if ``model`` was built for another number of timesteps (``model.num_timesteps``, e.g. SimpleUNet's,
+    which divides t by it) than ``schedule`` has: it would train or sample on a wrong time scale without a word."""
+    model_T = getattr(model, "num_timesteps", None)
+    if isinstance(model_T, int) and model_T != schedule.num_timesteps:
+        raise ValueError(f"the model was built for T={model_T} timesteps (model.num_timesteps) but the schedule "
+                         f"has T={schedule.num_timesteps}; use the schedule the model is trained with, or build the "
+                         f"model with num_timesteps={schedule.num_timesteps}")
 
 
 def check_schedule(name: str, value: object) -> "NoiseSchedule":
@@ -179,7 +193,7 @@ class NoiseSchedule:
 
     def to(self, device: torch.device | str) -> "NoiseSchedule":
         """Return a copy whose tensors live on ``device`` (the schedule itself is unchanged)."""
-        device = check_device("device", device)
+        device = check_available_device("device", device)
         new = object.__new__(NoiseSchedule)
         for key in self._FIELDS:
             setattr(new, key, getattr(self, key).to(device))
@@ -209,7 +223,7 @@ class NoiseSchedule:
 
     @staticmethod
     def _check_like(name: str, value: torch.Tensor, like_name: str, like: torch.Tensor) -> None:
-        check_tensor(name, value, floating=True)
+        check_tensor(name, value, floating=True, finite=True)  # a diverged network's NaN output, named at once
         if value.shape != like.shape:
             raise ValueError(f"{name} must have the shape of {like_name} {tuple(like.shape)}, got {tuple(value.shape)}")
 

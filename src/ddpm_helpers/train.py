@@ -38,6 +38,7 @@ from ._validate import (
     as_int_tuple,
     check_bool,
     check_choice,
+    check_available_device,
     check_device,
     check_float,
     check_int,
@@ -121,10 +122,7 @@ def has_native_bf16(device: torch.device | str) -> bool:
     device = check_device("device", device)
     if device.type != "cuda":
         return False
-    if not device_available(device):  # torch's own error ("Found no NVIDIA driver") names no argument
-        raise ValueError(f"device {str(device)!r} is not available here (torch.cuda.is_available() is "
-                         f"{torch.cuda.is_available()}, {torch.cuda.device_count()} card(s)); use 'cpu' or a card "
-                         "this machine has")
+    check_available_device("device", device)
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
@@ -331,9 +329,15 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be the torch.nn.Module this EMA averages, got {_show(model)}")
         decay = ema_decay_at(self.decay, step)
         ema_params = list(self.model.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - decay)
+        params = [p.detach() for p in model.parameters()]
+        if [p.shape for p in params] != [p.shape for p in ema_params]:  # torch's error: "Tensor lists must have..."
+            raise ValueError(f"model must be the network this EMA was made from ({len(ema_params)} weight tensors); "
+                             f"got one with other weights ({len(params)} tensors, or other shapes)")
+        torch._foreach_lerp_(ema_params, params, 1 - decay)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
 
@@ -404,7 +408,7 @@ class Trainer:
         if self.labels is not None and getattr(self.model, "num_classes", None) is None:
             raise ValueError("config.class_conditional is True, but the model has no num_classes (it is unconditional)")
         if hasattr(self.model, "check_input"):  # image size vs the U-Net's down-sampling, before any training
-            self.model.check_input(self.images[:1], torch.zeros(1, dtype=torch.long, device=self.device))
+            self.model.check_input(self.images, torch.zeros(1, dtype=torch.long, device=self.device), name="images")
         self.ema = EMA(self.model, config.ema_decay)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
@@ -442,6 +446,9 @@ class Trainer:
 
     @staticmethod
     def _check_writable(folder: Path) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"out_dir {str(folder)!r} is a file, not a folder; give a folder for the "
+                                     "checkpoints (it is made if missing)")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / ".write_test"
@@ -544,7 +551,7 @@ class Trainer:
         """
         check_choice("memory_format", memory_format, MEMORY_FORMATS)
         check_bool("ema", ema)
-        device = check_device("device", device)
+        device = check_available_device("device", device)
         state = load_checkpoint(path, map_location=device)
         config = TrainConfig.from_dict(state["config"])
         model = UNet(config.unet_config())

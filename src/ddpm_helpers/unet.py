@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import (_read_values, as_int_tuple, check_float, check_input_dtype, check_int, check_tensor,
+from ._validate import (_read_values, as_int_tuple, check_float, check_input_like_weights, check_int, check_tensor,
                         check_timesteps)
 
 
@@ -53,7 +53,7 @@ class ResBlock(nn.Module):
         super().__init__()
         for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("emb_dim", emb_dim), ("groups", groups)):
             check_int(name, value, min_value=1)
-        check_float("dropout", dropout, min_value=0.0, max_value=1.0)
+        check_float("dropout", dropout, min_value=0.0, max_value=1.0, max_inclusive=False)  # 1.0 drops everything
         self.norm1 = _norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
@@ -79,6 +79,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         check_int("channels", channels, min_value=1)
         check_int("heads", heads, min_value=1)
+        check_int("groups", groups, min_value=1)
         if channels % heads:
             raise ValueError(f"heads must divide channels ({channels}), got heads={heads}")
         self.heads = heads
@@ -248,14 +249,18 @@ class UNet(nn.Module):
     def num_classes(self) -> int | None:
         return self.config.num_classes
 
-    def check_input(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Validate the inputs of :meth:`forward` and return ``t`` as a (B,) tensor."""
-        check_tensor("x", x, ndim=4, floating=True)
+    def check_image_shape(self, shape: tuple[int, ...], name: str = "x") -> None:
+        """Raise, naming ``name``, unless ``shape`` (``(N, C, H, W)`` or ``(C, H, W)``) has this UNet's channels and
+        an H and W that its down-sampling divides."""
         cfg, f = self.config, self.downsample_factor
-        if x.shape[1] != cfg.in_channels:
-            raise ValueError(f"x must have {cfg.in_channels} channel(s), got shape {tuple(x.shape)}")
-        if x.shape[2] % f or x.shape[3] % f:
-            h, w = x.shape[2], x.shape[3]
+        c, h, w = shape[-3:]
+        if c != cfg.in_channels:
+            hint = ""
+            if shape[-1] == cfg.in_channels:
+                hint = "; that looks channels-last (H, W, C), but the course stores images channels-first (C, H, W)"
+                hint += f": use {name}.permute(0, 3, 1, 2)" if len(shape) == 4 else ""
+            raise ValueError(f"{name} must have {cfg.in_channels} channel(s), got shape {tuple(shape)}{hint}")
+        if h % f or w % f:
             p = cfg.pixel_unshuffle
             # the most levels this size allows: halvings after the unshuffle that leave whole pixels
             fits = max((n for n in range(1, 8) if h % (p * 2 ** (n - 1)) == 0 and w % (p * 2 ** (n - 1)) == 0),
@@ -263,10 +268,18 @@ class UNet(nn.Module):
             hint = (f"for {h}x{w} with pixel_unshuffle={p}, channel_mults may have at most {fits} entries"
                     if fits else f"{h}x{w} is not divisible by pixel_unshuffle={p}")
             raise ValueError(
-                f"x has size {h}x{w}, but this UNet halves the size {len(cfg.channel_mults) - 1} time(s) after a "
+                f"{name} has size {h}x{w}, but this UNet halves the size {len(cfg.channel_mults) - 1} time(s) after a "
                 f"pixel-unshuffle by {p}, so H and W must be divisible by {f} ({hint}; or pad the images)"
             )
-        check_input_dtype("x", x, self)
+
+    def check_input(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                    name: str = "x") -> torch.Tensor:
+        """Validate the inputs of :meth:`forward` (``name``: what the caller calls ``x``) and return ``t`` as a
+        (B,) tensor."""
+        check_tensor(name, x, ndim=4, floating=True)
+        cfg = self.config
+        self.check_image_shape(tuple(x.shape), name)
+        check_input_like_weights(name, x, self)
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"t must be a tensor of 0-based timestep indices, got {type(t).__name__}")
         # integer indices, as every schedule table is indexed (a fraction t / T by mistake would run silently)
@@ -352,7 +365,7 @@ class SimpleUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=4, floating=True)
-        check_input_dtype("x", x, self)
+        check_input_like_weights("x", x, self)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"x must have {self.in_channels} channel(s), got shape {tuple(x.shape)}")
         t = check_timesteps("t", t, self.num_timesteps, batch=x.shape[0])  # T here must be the schedule's T

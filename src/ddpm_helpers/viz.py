@@ -71,6 +71,10 @@ def show_images(
     nrow = _check_nrow(nrow, n)
     check_float("size", size, min_value=0.0, min_inclusive=False)
     rows = (n + nrow - 1) // nrow
+    for name, value in (("labels", labels), ("row_labels", row_labels)):
+        if value is not None and (isinstance(value, str) or not hasattr(value, "__len__")):
+            raise TypeError(f"{name} must be a sequence with one entry per {'image' if name == 'labels' else 'row'} "
+                            f"(a list, a tuple or a 1-D tensor), got {value!r}")
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"row_labels must have one entry per row of the grid ({rows} rows of {nrow}), "
                          f"got {len(row_labels)}")
