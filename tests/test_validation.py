@@ -19,9 +19,12 @@ from ddpm_helpers.sampling import (DigitsInTurn, ddim_step, ddim_timesteps, ddpm
                                    sample)
 from ddpm_helpers.schedules import NoiseSchedule, cosine_betas, extract, linear_betas, make_betas, sigmoid_betas
 from ddpm_helpers.pretrained import load_pretrained
-from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, has_native_bf16, seed_everything,
-                                select_device)
-from ddpm_helpers.unet import Downsample, ResBlock, SelfAttention, SimpleUNet, UNet, UNetConfig, sinusoidal_embedding
+from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, has_native_bf16, model_has_dropout,
+                                seed_everything, select_device)
+from ddpm_helpers.checkpoint import CheckpointError
+from ddpm_helpers.data import read_idx
+from ddpm_helpers.unet import (Downsample, ResBlock, SelfAttention, SimpleUNet, UNet, UNetConfig, Upsample,
+                               count_parameters, sinusoidal_embedding)
 
 S = NoiseSchedule.from_name("linear", 10)
 X = torch.zeros(2, 1, 4, 4)
@@ -41,6 +44,13 @@ def _not_cpu_generator():
         device = torch.device("cuda")
 
     return Elsewhere()
+
+
+class _TupleNet(torch.nn.Module):
+    """A network that returns a tuple, as some libraries' models do (diffusers': a dataclass)."""
+
+    def forward(self, x, t):
+        return (x,)
 
 
 class NanNet(torch.nn.Module):
@@ -413,6 +423,27 @@ CASES = [
      "labels must be a sequence with one entry per image .* got 5"),
     ("show row_labels a str", lambda: viz.show_images(X, row_labels="ab"), TypeError,
      "row_labels must be a sequence with one entry per row"),
+    ("sample a model returning a tuple", lambda: sample(_TupleNet(), S, 2, image_shape=(1, 4, 4)), ValueError,
+     r"model must return a tensor of the input's shape \(2, 1, 4, 4\) \(its prediction for every pixel\), got \(tensor"),
+    ("predict a string model", lambda: predict("net", X, 3), TypeError, "model must be a network .* got 'net'"),
+    ("count_parameters a string", lambda: count_parameters("net"), TypeError, "model must be a torch.nn.Module"),
+    ("model_has_dropout a string", lambda: model_has_dropout("net"), TypeError, "model must be a torch.nn.Module"),
+    ("trainer model without weights", lambda: Trainer(TINY, IMG, model=torch.nn.Identity()), ValueError,
+     "model has no parameters to train"),
+    ("trainer load_state a string", lambda: Trainer(TINY, IMG).load_state("ckpt.pt"), TypeError,
+     "state must be a dict as Trainer.state_dict"),
+    ("trainer load_state partial", lambda: Trainer(TINY, IMG).load_state({"config": TINY.to_dict()}), CheckpointError,
+     r"the state lacks 'model', 'ema', 'optimizer', 'lr_scheduler', 'step', 'history', 'rng': it was not written"),
+    ("resblock emb of another width", lambda: ResBlock(8, 8, 16)(torch.zeros(2, 8, 4, 4), torch.zeros(2, 10)),
+     ValueError, r"emb must be the time embedding, of shape \(B, emb_dim\) = \(2, 16\), got \(2, 10\)"),
+    ("attention on a 3-D x", lambda: SelfAttention(8)(torch.zeros(8, 4, 4)), ValueError,
+     r"x must be a feature map of shape \(B, 8, H, W\) for this SelfAttention, got shape \(8, 4, 4\)"),
+    ("upsample a 3-D x", lambda: Upsample(4)(torch.zeros(4, 4, 4)), ValueError,
+     r"x must be a feature map of shape \(B, 4, H, W\) for this Upsample"),
+    ("downsample other channels", lambda: Downsample(4)(torch.zeros(1, 3, 4, 4)), ValueError,
+     r"x must be a feature map of shape \(B, 4, H, W\) for this Downsample, got shape \(1, 3, 4, 4\)"),
+    ("read_idx a str", lambda: read_idx("train-images-idx3-ubyte"), TypeError, "data must be the bytes of an IDX file"),
+    ("scalar of a list", lambda: S.scalar(["betas"], 1), ValueError, r"name must be one of betas, .*; got \['betas'\]"),
 ]
 
 

@@ -199,6 +199,13 @@ def check_available_device(name: str, value: Any) -> torch.device:
     return device
 
 
+def check_module(name: str, value: Any) -> Any:
+    """``value`` if it is a ``torch.nn.Module``, else raise naming ``name``."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module (a network, such as a UNet), got {_show(value)}")
+    return value
+
+
 def check_path(name: str, value: Any, what: str = "a file", *, optional: bool = False) -> Path | None:
     """``value`` as a ``pathlib.Path`` if it is a str or path-like (None too when ``optional``), else raise naming
     ``name``: pathlib's own error ("expected str, bytes or os.PathLike object, not int") names no argument."""

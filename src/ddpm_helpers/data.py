@@ -62,6 +62,9 @@ def cache_dir() -> Path:
 
 def read_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     """Parse the IDX format (LeCun's MNIST files): a magic number, the dims, then unsigned bytes."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be the bytes of an IDX file (path.read_bytes(), or gzip.decompress(...) for a "
+                        f".gz), got {type(data).__name__}")
     if len(data) < 4:
         raise DataCorruptError(f"{name} is too short to be an IDX file ({len(data)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])

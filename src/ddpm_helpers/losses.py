@@ -14,7 +14,8 @@ from torch import nn
 
 from ._validate import (_read_values, _show, check_choice, check_float, check_generator, check_input_like_weights,
                         check_int, check_pixel_range, check_tensor, check_timesteps)
-from .schedules import PREDICTION_TYPES, NoiseSchedule, check_model_fits_schedule, check_schedule, noise_like
+from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_fits_schedule, check_model_output, check_schedule,
+                        noise_like)
 
 
 def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
@@ -99,11 +100,7 @@ def diffusion_loss(
             raise ValueError("y (class labels) was given, but the model has no num_classes (it is unconditional)")
         y = drop_labels(y, num_classes, label_drop_prob, generator)
     x_t = schedule.q_sample(x0, t, noise)
-    output = model(x_t, t, y) if y is not None else model(x_t, t)
-    if not isinstance(output, torch.Tensor) or output.shape != x0.shape:
-        got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"model must return a tensor of the input's shape {tuple(x0.shape)} (its prediction of "
-                         f"{prediction} for every pixel), got {got}")
+    output = check_model_output(model(x_t, t, y) if y is not None else model(x_t, t), x0.shape, prediction)
     target = schedule.target(x0, t, noise, prediction)
     per_sample = (output.float() - target.float()).pow(2).mean(dim=tuple(range(1, x0.ndim)))
     if min_snr_gamma is not None:

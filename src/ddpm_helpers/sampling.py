@@ -23,7 +23,8 @@ from torch import nn
 
 from ._validate import (_read_values, _show, check_available_device, check_bool, check_choice, check_float,
                         check_generator, check_int, check_tensor, same_device, skip_value_checks)
-from .schedules import PREDICTION_TYPES, NoiseSchedule, check_model_fits_schedule, check_schedule, noise_like
+from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_fits_schedule, check_model_output, check_schedule,
+                        noise_like)
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
 METHODS = ("ddpm", "ddim", "dpm++2m")
@@ -214,18 +215,22 @@ def predict(
     t = check_int("t", t, min_value=0)  # predict() is not told T: sample() and the step functions check the top
     check_float("guidance_scale", guidance_scale, min_value=0.0)
     check_tensor("x_t", x_t, floating=True)
+    if not callable(model):
+        raise TypeError(f"model must be a network that maps (x_t, t) to its prediction, such as a UNet, got "
+                        f"{_show(model)}")
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None:
         if guidance_scale != 1.0:
             raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (one per image) and a "
                              "class-conditional model; without y there is nothing to guide towards: leave "
                              "guidance_scale at 1.0")
-        return model(x_t, t_batch)
+        return check_model_output(model(x_t, t_batch), x_t.shape)
     _check_labels(y, model, x_t.shape[0])
     if guidance_scale == 1.0:
-        return model(x_t, t_batch, y)
+        return check_model_output(model(x_t, t_batch, y), x_t.shape)
     null = torch.full_like(y, model.num_classes)
-    both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
+    both = check_model_output(model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null])),
+                              (2 * x_t.shape[0], *x_t.shape[1:]))
     cond, uncond = both.chunk(2)
     return uncond + guidance_scale * (cond - uncond)
 

@@ -124,6 +124,17 @@ def check_model_fits_schedule(model: object, schedule: "NoiseSchedule") -> None:
                          f"model with num_timesteps={schedule.num_timesteps}")
 
 
+def check_model_output(output: object, shape: torch.Size, prediction: str | None = None) -> torch.Tensor:
+    """``output`` if the network returned a tensor of the input's ``shape``, else raise naming ``model`` (a tuple,
+    or a (B, C) output, would fail later with an error about something else)."""
+    if not isinstance(output, torch.Tensor) or output.shape != shape:
+        got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else _show(output)
+        what = f"of {prediction} " if prediction else ""
+        raise ValueError(f"model must return a tensor of the input's shape {tuple(shape)} (its prediction {what}for "
+                         f"every pixel), got {got}")
+    return output
+
+
 def check_schedule(name: str, value: object) -> "NoiseSchedule":
     """``value`` if it is a :class:`NoiseSchedule`, else raise naming ``name`` and how to make one."""
     if not isinstance(value, NoiseSchedule):
@@ -204,7 +215,7 @@ class NoiseSchedule:
     def scalar(self, name: str, t: int) -> float:
         """``name[t]`` as a Python float computed in float64 on the CPU (no device sync), e.g.
         ``schedule.scalar("alpha_bar", 10)``. Index ``-1`` of ``alpha_bar`` is 1 (clean data)."""
-        if name not in self._float64:
+        if not isinstance(name, str) or name not in self._float64:
             raise ValueError(f"name must be one of {', '.join(self._FIELDS)}; got {name!r}")
         # no negative indices from the end: alpha_bar[-1] meaning "the last entry" is the pitfall of notebook 01
         t = check_int("t", t, min_value=-1 if name == "alpha_bar" else 0, max_value=self.num_timesteps - 1)

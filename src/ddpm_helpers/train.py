@@ -40,6 +40,7 @@ from ._validate import (
     check_choice,
     check_available_device,
     check_device,
+    check_module,
     check_float,
     check_int,
     check_path,
@@ -91,6 +92,7 @@ def dropout_seed(seed: int, step: int, rank: int) -> int:
 
 def model_has_dropout(model: nn.Module) -> bool:
     """Whether ``model`` holds a dropout layer (any ``nn.Dropout`` kind) with a probability above 0."""
+    check_module("model", model)
     return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
 
@@ -403,6 +405,9 @@ class Trainer:
         self.labels = labels.to(self.device) if (labels is not None and config.class_conditional) else None
         self.schedule = config.make_schedule().to(self.device)
         seed_everything(config.seed)
+        if model is not None and next(model.parameters(), None) is None:
+            raise ValueError("model has no parameters to train; pass a network with weights (or model=None for the "
+                             "config's UNet)")
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
         apply_memory_format(self.model, config.memory_format, self.device)  # before the EMA copy, which keeps it
         if self.labels is not None and getattr(self.model, "num_classes", None) is None:
@@ -497,12 +502,22 @@ class Trainer:
             "versions": library_versions(),
         }
 
+    _STATE_KEYS = ("config", "model", "ema", "optimizer", "lr_scheduler", "step", "history", "rng")
+
     def load_state(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict as Trainer.state_dict() returns and load_checkpoint() reads, got "
+                            f"{_show(state)}")
+        where = f"checkpoint {state['path']}" if "path" in state else "the state"
+        missing = [key for key in self._STATE_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"{where} lacks {', '.join(repr(k) for k in missing)}: it was not written by "
+                                  "Trainer.state_dict() (or Trainer.save)")
         check_same_config(state["config"], self.config.to_dict(), ignore=RESUMABLE_CHANGES)
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.world_size:
             raise CheckpointError(
-                f"checkpoint {state.get('path', '')} was written by a run of {saved_world} process(es) (global batch "
+                f"{where} was written by a run of {saved_world} process(es) (global batch "
                 f"{saved_world * self.config.batch_size}); this run has {self.world_size} (global batch "
                 f"{self.world_size * self.config.batch_size}), which would change the maths of the run. Resume with "
                 f"the same number of processes (torchrun --nproc_per_node {saved_world}, or no torchrun for 1), "
@@ -514,7 +529,7 @@ class Trainer:
             self.ema.model.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"checkpoint {state.get('path', '')} does not fit this model: {err}") from None
+            raise CheckpointError(f"{where} does not fit this model: {err}") from None
         for group, chosen in zip(self.optimizer.param_groups, kernels):  # the saved groups bring the saving
             group.update(chosen)  # device's choice of kernel (fused on CUDA); keep the one made for this device
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])

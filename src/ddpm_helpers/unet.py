@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import (_read_values, as_int_tuple, check_float, check_input_like_weights, check_int, check_tensor,
-                        check_timesteps)
+from ._validate import (_read_values, _show, as_int_tuple, check_float, check_input_like_weights, check_int, check_module,
+                        check_tensor, check_timesteps)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -45,6 +45,13 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
+def _check_feature_map(x: torch.Tensor, channels: int, block: str) -> None:
+    """A building block's input: a (B, C, H, W) tensor with the block's C (torch's own errors name neither)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != channels:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else _show(x)
+        raise ValueError(f"x must be a feature map of shape (B, {channels}, H, W) for this {block}, got {got}")
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, then the time embedding as a per-channel scale and shift
     (FiLM: ``h * (1 + scale) + shift``), GroupNorm -> SiLU -> dropout -> conv, plus a skip path."""
@@ -65,6 +72,10 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        _check_feature_map(x, self.conv1.in_channels, "ResBlock")
+        if emb.ndim != 2 or emb.shape[0] not in (1, x.shape[0]) or emb.shape[1] != self.emb.in_features:
+            raise ValueError(f"emb must be the time embedding, of shape (B, emb_dim) = ({x.shape[0]}, "
+                             f"{self.emb.in_features}), got {tuple(emb.shape)}")
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
@@ -90,6 +101,7 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_feature_map(x, self.qkv.in_channels, "SelfAttention")
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
         out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
@@ -105,6 +117,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_feature_map(x, self.conv.in_channels, "Downsample")
         return self.conv(x)
 
 
@@ -117,6 +130,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_feature_map(x, self.conv.in_channels, "Upsample")  # a 3-D x would be stretched along W only
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -376,6 +390,7 @@ class SimpleUNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
+    check_module("model", model)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
