@@ -3,6 +3,7 @@
 import math
 import re
 
+import diffusers  # a test dependency (".[test]"): missing, these tests fail instead of all skipping
 import pytest
 import torch
 from torch import nn
@@ -11,7 +12,6 @@ from ddpm_helpers.sampling import ddim_step, ddim_timesteps, dpm_solver_2m_step,
 from ddpm_helpers.schedules import NoiseSchedule
 from ddpm_helpers.unet import UNet
 
-diffusers = pytest.importorskip("diffusers")
 DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
 
@@ -39,6 +39,7 @@ class FakeNet(nn.Module):
         self.w = nn.Parameter(torch.tensor(0.3))
 
     def forward(self, x, t, y=None):
+        self.modes_seen = getattr(self, "modes_seen", []) + [self.training]
         return self.w * x + 0.1 * torch.sin(t.float()[:, None, None, None] / 50 + x)
 
 
@@ -104,7 +105,13 @@ def test_ddim_eta0_is_deterministic_and_generator_reproducible():
     x_a = sample(model, s, 4, method="ddim", steps=10, generator=torch.Generator().manual_seed(3))
     x_b = sample(model, s, 4, method="ddim", steps=10, generator=torch.Generator().manual_seed(3))
     assert torch.equal(x_a, x_b)
-    # eta = 0: the only randomness is the starting noise, so a fixed start gives a fixed result
+    # eta = 0: the only randomness is the starting noise, so a fixed start gives a fixed result: a DDIM step
+    # draws nothing from its generator (review, 2026-12-05: the lines above alone cannot tell)
+    x_t, out = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    steps = [ddim_step(s, out, 60, 40, x_t, eta=eta, generator=torch.Generator().manual_seed(seed))[0]
+             for eta in (0.0, 0.5) for seed in (1, 2)]
+    assert torch.equal(steps[0], steps[1]) and not torch.equal(steps[2], steps[3])
+    # DDPM draws at every step: the seed matters
     y_a = sample(model, s, 4, method="ddpm", generator=torch.Generator().manual_seed(3))
     y_b = sample(model, s, 4, method="ddpm", generator=torch.Generator().manual_seed(3))
     y_c = sample(model, s, 4, method="ddpm", generator=torch.Generator().manual_seed(4))
@@ -119,7 +126,22 @@ def test_trajectory_and_model_mode_restored():
                      trajectory_every=10, generator=torch.Generator().manual_seed(0))
     assert [t for t, _ in traj] == [29, 19, 9, -1]
     assert torch.equal(traj[-1][1].clamp(-1, 1), x)
-    assert model.training
+    assert model.training and model.modes_seen == [False] * 30   # eval while sampling, train mode given back
+
+
+@pytest.mark.parametrize("clip_x0", [False, True])
+def test_a_ddim_step_with_eta1_is_a_ddpm_step_with_beta_tilde(clip_x0):
+    """Song et al. 2021, eq. 16: eta = 1 from t to t - 1 gives sigma^2 = beta_tilde_t, so the step is DDPM's, noise
+    draw included (review, 2026-12-05: the test below could not tell beta from beta_tilde)."""
+    s = NoiseSchedule.from_name("linear", 50)
+    x_t, out = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    for t in (1, 2, 10, 25, 49):
+        ddim, _ = ddim_step(s, out, t, t - 1, x_t, eta=1.0, clip_x0=clip_x0, generator=torch.Generator().manual_seed(t))
+        ddpm, _ = ddpm_step(s, out, t, x_t, sigma="beta_tilde", clip_x0=clip_x0,
+                            generator=torch.Generator().manual_seed(t))
+        torch.testing.assert_close(ddim, ddpm, rtol=1e-5, atol=1e-5)
+        other, _ = ddpm_step(s, out, t, x_t, sigma="beta", clip_x0=clip_x0, generator=torch.Generator().manual_seed(t))
+        assert not torch.allclose(ddim, other, rtol=1e-5, atol=1e-5)
 
 
 def test_ddim_with_all_steps_and_eta1_matches_ddpm_in_distribution():
@@ -307,8 +329,10 @@ def test_dpm_solver_2m_guidance_reproducible_and_mode_restored():
         def __init__(self):
             super().__init__()
             self.w = nn.Parameter(torch.tensor(0.2))
+            self.modes_seen = []
 
         def forward(self, x, t, y=None):
+            self.modes_seen.append(self.training)
             return self.w * x + 0.05 * y.float()[:, None, None, None] + 0.01 * t.float()[:, None, None, None]
 
     class Guided(nn.Module):  # the guided prediction written out by hand: uncond + s (cond - uncond)
@@ -328,6 +352,7 @@ def test_dpm_solver_2m_guidance_reproducible_and_mode_restored():
     b = sample(net, s, 2, y=y, guidance_scale=3.0, generator=torch.Generator().manual_seed(5), **kw)
     c = sample(Guided(net, y, 3.0), s, 2, generator=torch.Generator().manual_seed(5), **kw)
     assert torch.equal(a, b) and torch.allclose(a, c, atol=1e-6) and net.training
+    assert net.modes_seen and not any(net.modes_seen)   # run in eval mode, given back in train mode
 
 
 @pytest.mark.parametrize("kwargs,error,message", [

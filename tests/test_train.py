@@ -18,7 +18,7 @@ from ddpm_helpers.checkpoint import CheckpointError, list_checkpoints, load_chec
 from ddpm_helpers._validate import skip_value_checks
 from ddpm_helpers.losses import diffusion_loss, min_snr_weight
 from ddpm_helpers.sampling import sample
-from ddpm_helpers.schedules import NoiseSchedule
+from ddpm_helpers.schedules import NoiseSchedule, make_betas
 from ddpm_helpers.train import (
     EMA,
     NonFiniteLossError,
@@ -51,12 +51,38 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(mnist_small):
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-def test_loss_targets_and_min_snr(prediction, mnist_small):
+def test_the_trainer_runs_every_prediction_with_min_snr(prediction, mnist_small):
     cfg = TrainConfig(prediction=prediction, min_snr_gamma=5.0, num_timesteps=50, base_channels=8,
                       channel_mults=(1,), attention_levels=(), steps=3, batch_size=4, progress=False)
     trainer = Trainer(cfg, mnist_small[0][:32], device="cpu")
     history = trainer.fit()
     assert len(history) == 3 and all(math.isfinite(h) for h in history)
+
+
+@pytest.mark.parametrize("gamma", [None, 5.0])
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_diffusion_loss_regresses_on_each_target_with_its_min_snr_weight(prediction, gamma):
+    """The loss of a network that predicts 0 is the mean square of the target, weighted per image: every target
+    and weight built here from its formula (Ho et al. 2020; Salimans & Ho 2022; Hang et al. 2023), not from the
+    package (review, 2026-12-05: the test above would pass with the eps target for all three)."""
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    s = NoiseSchedule.from_name("cosine", 50)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 4, 4, generator=gen) * 2 - 1
+    noise = torch.randn(4, 1, 4, 4, generator=gen)
+    t = torch.tensor([0, 10, 30, 49])
+    ab = torch.cumprod(1 - make_betas("cosine", 50), 0)[t].view(-1, 1, 1, 1)
+    target = {"eps": noise.double(), "x0": x0.double(),
+              "v": ab.sqrt() * noise.double() - (1 - ab).sqrt() * x0.double()}[prediction]
+    snr = (ab / (1 - ab)).flatten()
+    clipped = snr.clamp(max=gamma) if gamma is not None else snr
+    weight = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction] if gamma else 1.0
+    want = float((target.pow(2).mean(dim=(1, 2, 3)) * weight).mean())
+    got = float(diffusion_loss(Zero(), s, x0, t=t, noise=noise, prediction=prediction, min_snr_gamma=gamma))
+    assert math.isclose(got, want, rel_tol=1e-5), (got, want)
 
 
 def test_min_snr_weights_against_their_formulas():
@@ -372,18 +398,26 @@ def test_default_recipe_trains_without_nan_under_bf16_autocast(mnist_small):
     cfg = get_preset("gpu", base_channels=16, steps=6, batch_size=8, amp="bf16", progress=False).train
     trainer = Trainer(cfg, mnist_small[0][:64], device="cpu")
     assert trainer.use_bf16
+    seen = []  # the network must really run in bf16, not only be told to (review, 2026-12-05)
+    hook = trainer.model.conv_in.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     history = trainer.fit()
+    hook.remove()
     assert all(math.isfinite(h) for h in history)
+    assert len(seen) == 6 and set(seen) == {torch.bfloat16}
 
 
 def test_ema_moves_towards_the_weights():
+    """ema <- decay * ema + (1 - decay) * weights, with the warm-up decay min(decay, (1 + step) / (10 + step)); a
+    decay of 0.9, not 0.5, so that swapping decay and 1 - decay shows (review, 2026-12-05)."""
     model = torch.nn.Linear(2, 2)
-    ema = EMA(model, decay=0.5)
+    ema = EMA(model, decay=0.9)
     with torch.no_grad():
         model.weight.add_(1.0)
     before = ema.model.weight.clone()
-    ema.update(model, step=1000)
-    assert torch.allclose(ema.model.weight, before + 0.5)
+    ema.update(model, step=1000)   # past the warm-up: decay 0.9, so a tenth of the gap of 1
+    torch.testing.assert_close(ema.model.weight, before + 0.1)
+    ema.update(model, step=0)      # warm-up: decay 0.1 at step 0, so 0.9 of the remaining gap of 0.9
+    torch.testing.assert_close(ema.model.weight, before + 0.1 + 0.9 * 0.9)
 
 
 def _as_rank(trainer, rank, world_size=2):

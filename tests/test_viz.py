@@ -93,6 +93,12 @@ def test_reverse_animation_keeps_at_most_max_frames_first_and_last(states, max_f
     anim = viz.reverse_animation(traj, max_frames=max_frames)
     shown = list(anim.new_frame_seq())
     assert len(shown) == min(states, max_frames)      # the budget is used, never exceeded
+    # each frame's title is its state's t: the noise first, the clean image last, in order (review, 2026-12-05:
+    # the count alone would pass with the last frames dropped)
+    titles = [anim._func(i)[1].get_text() for i in shown]
+    assert titles[0] == f"t = {states - 2}" and titles[-1] == "clean"
+    ts = [int(text[4:]) for text in titles[:-1]]
+    assert ts == sorted(set(ts), reverse=True)
     plt.close("all")
     del anim, shown   # never rendered: collect it here, under this test's filter
     gc.collect()
