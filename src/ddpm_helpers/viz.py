@@ -117,30 +117,37 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
 
 
 def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) -> plt.Figure:
-    """Three panels over the 0-based index t: beta_t, alpha_bar_t (with sqrt(alpha_bar) dashed) and log-SNR."""
+    """Three panels over the 0-based index t: beta_t, alpha_bar_t (with sqrt(alpha_bar) dashed) and log-SNR.
+
+    Each schedule has its own colour and marker, so the curves stay apart in greyscale and for colour-blind
+    readers; a dotted line marks alpha_bar = 1/2 (half the signal's variance left)."""
     check_bool("log_snr", log_snr)
     if not isinstance(schedules, Mapping):
         raise TypeError(f"schedules must map names to NoiseSchedules, such as {{'cosine': schedule}}, got "
                         f"{type(schedules).__name__}")
     if not schedules:
         raise ValueError("schedules must map at least one name to a NoiseSchedule")
-    fig, axes = plt.subplots(1, 3 if log_snr else 2, figsize=(13 if log_snr else 9, 3.4))
-    for name, s in schedules.items():
+    fig, axes = plt.subplots(1, 3 if log_snr else 2, figsize=(13 if log_snr else 9, 3.6))
+    for i, (name, s) in enumerate(schedules.items()):
         if not isinstance(s, NoiseSchedule):
             raise TypeError(f"schedules[{name!r}] must be a NoiseSchedule, got {type(s).__name__}")
         t = torch.arange(s.num_timesteps).numpy()  # numpy for matplotlib, which warns on tensors
-        (line,) = axes[0].plot(t, s.betas.cpu().numpy(), label=name)
-        axes[1].plot(t, s.alpha_bar.cpu().numpy(), color=line.get_color(), label=rf"{name}: $\bar\alpha_t$")
-        axes[1].plot(t, s.sqrt_alpha_bar.cpu().numpy(), color=line.get_color(), ls="--", label=rf"{name}: $\sqrt{{\bar\alpha_t}}$")
+        style = dict(marker="osD^vP*X"[i % 8], markevery=max(1, s.num_timesteps // 8), markersize=5)
+        (line,) = axes[0].plot(t, s.betas.cpu().numpy(), label=name, **style)
+        axes[1].plot(t, s.alpha_bar.cpu().numpy(), color=line.get_color(), label=rf"{name}: $\bar\alpha_t$", **style)
+        axes[1].plot(t, s.sqrt_alpha_bar.cpu().numpy(), color=line.get_color(), ls="--",
+                     label=rf"{name}: $\sqrt{{\bar\alpha_t}}$")
         if log_snr:
-            axes[2].plot(t, s.log_snr.cpu().numpy(), color=line.get_color(), label=name)
-    axes[0].set(title=r"$\beta_t$ (log scale)", xlabel="t (0-based)", yscale="log")
+            axes[2].plot(t, s.log_snr.cpu().numpy(), color=line.get_color(), label=name, **style)
+    axes[0].set(title=r"$\beta_t$ (log scale)", xlabel="t (0-based)", ylabel=r"$\beta_t$", yscale="log")
     axes[1].set(title=r"signal kept: $\bar\alpha_t$ and $\sqrt{\bar\alpha_t}$", xlabel="t (0-based)")
+    axes[1].axhline(0.5, color="gray", lw=0.8, ls=":")
     if log_snr:
-        axes[2].set(title=r"log-SNR $=\log\frac{\bar\alpha_t}{1-\bar\alpha_t}$", xlabel="t (0-based)")
+        axes[2].set(title=r"log-SNR $=\log\frac{\bar\alpha_t}{1-\bar\alpha_t}$", xlabel="t (0-based)",
+                    ylabel="log-SNR")
         axes[2].axhline(0, color="gray", lw=0.5)
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9 if len(schedules) <= 3 else 8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -153,6 +160,9 @@ def forward_strip(
     generator: torch.Generator | None = None,
 ) -> plt.Figure:
     """Rows of images (one row per image in ``x0``) noised by q(x_t | x_0) at each of ``timesteps``, same noise per row.
+
+    Pixels are shown on the grey scale of [-1, 1], so noise beyond it is clipped to black or white (at the last
+    steps about a third of the pixels of N(0, 1) noise); the figure says so under the strip.
 
     ``timesteps=None`` spreads eight steps over the schedule: (0, 50, 100, 200, 400, 600, 800, 999) for T = 1000,
     the same fractions of T otherwise."""
@@ -170,20 +180,22 @@ def forward_strip(
     n, k = x0.shape[0], len(timesteps)
     x0 = x0.detach().cpu()  # drawn on the CPU; the noise from generator's device (noise_like checks it)
     noise = noise_like(x0, generator)
-    fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.25 * n), squeeze=False)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.3 * (k + 1), 1.35 * n + 0.3), squeeze=False)
     for r in range(n):
         axes[r, 0].imshow(x0[r, 0].float().numpy(), cmap="gray", vmin=-1, vmax=1)
         for c, t in enumerate(timesteps, start=1):
             xt = schedule.q_sample(x0[r : r + 1], torch.tensor([t]), noise[r : r + 1])
             axes[r, c].imshow(xt[0, 0].detach().float().clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
             if r == 0:
-                axes[r, c].set_title(f"t={t}\n" + rf"$\sqrt{{\bar\alpha}}$={float(schedule.sqrt_alpha_bar[t]):.2f}",
-                                     fontsize=7)
+                axes[r, c].set_title(f"t = {t}\n" + rf"$\sqrt{{\bar\alpha_t}}$ = {float(schedule.sqrt_alpha_bar[t]):.2f}",
+                                     fontsize=9)
         if r == 0:
-            axes[r, 0].set_title("$x_0$", fontsize=8)
+            axes[r, 0].set_title("$x_0$\n", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2 / fig.get_size_inches()[1], 1, 1))
+    fig.text(0.5, 0.005, "pixels shown on [-1, 1]: noise beyond it is clipped to black or white", ha="center",
+             va="bottom", fontsize=8, color="dimgray")
     return fig
 
 
