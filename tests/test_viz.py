@@ -126,3 +126,22 @@ def test_forward_strip_takes_low_precision_images_and_draws_its_noise_on_the_gen
         drawn.append(fig.axes[2].images[0].get_array().copy())
         plt.close(fig)
     assert (drawn[0] == drawn[1]).all()
+
+
+def test_column_labels_sit_over_the_centres_of_their_columns():
+    """col_labels (notebooks 05 and 06: the digit each column's images were asked for) name the columns of the grid
+    in order, each over the middle of its column (review, 2026-12-05)."""
+    images = torch.rand(23, 1, 28, 28) * 2 - 1
+    fig = viz.show_images(images, nrow=10, col_labels=range(10))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(d) for d in range(10)]
+    grid_width = viz.make_grid(images, nrow=10).shape[1]
+    centres = [2 + 30 * c + 13.5 for c in range(10)]   # 2 px of padding before each 28-px image
+    assert list(ax.get_xticks()) == centres and centres[-1] + 14.5 + 2 == grid_width
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"col_labels must have one entry per column of the grid \(10\), got 3"):
+        viz.show_images(images, nrow=10, col_labels=[1, 2, 3])
+    with pytest.raises(ValueError, match="not both"):
+        viz.show_images(images[:10], nrow=10, col_labels=range(10), labels=range(10))
+    with pytest.raises(TypeError, match="labels must be a non-empty sequence"):
+        viz.label_columns(ax, 5)

@@ -37,6 +37,24 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     return grid
 
 
+def label_columns(ax: plt.Axes, labels: Sequence, image_width: int = 28, padding: int = 2) -> None:
+    """Write ``labels[c]`` above column ``c`` of a :func:`make_grid` picture drawn with ``ax.imshow`` (say, the
+    digit each column's images were asked for); ``image_width`` and ``padding`` as the grid was made."""
+    if isinstance(labels, str) or not hasattr(labels, "__len__") or len(labels) == 0:
+        raise TypeError(f"labels must be a non-empty sequence, one label per column, got {labels!r}")
+    check_int("image_width", image_width, min_value=1)
+    check_int("padding", padding, min_value=0)
+    step = image_width + padding
+    ax.set_axis_on()
+    ax.set_xticks([padding + step * c + image_width / 2 - 0.5 for c in range(len(labels))],
+                  [str(label) for label in labels])
+    ax.set_yticks([])
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def _check_images(images: torch.Tensor) -> None:
     """Images to draw: (N, C, H, W), N >= 1, floating point and finite (a NaN has no grey level)."""
     check_tensor("images", images, ndim=4, floating=True, finite=True)
@@ -60,21 +78,28 @@ def show_images(
     labels: Sequence | None = None,
     size: float = 0.6,
     row_labels: Sequence | None = None,
+    col_labels: Sequence | None = None,
 ) -> plt.Figure:
     """A grid of images in [-1, 1] (clamped, so out-of-range pixels never wrap around).
 
     ``labels``: a title over each image; ``row_labels``: a label left of each row of the grid (say, the sampler
-    that drew that row). ``nrow`` is the number of images per row.
+    that drew that row); ``col_labels``: one above each column (say, the digit its images were asked for).
+    ``nrow`` is the number of images per row.
     """
     _check_images(images)
     n = images.shape[0]
     nrow = _check_nrow(nrow, n)
     check_float("size", size, min_value=0.0, min_inclusive=False)
     rows = (n + nrow - 1) // nrow
-    for name, value in (("labels", labels), ("row_labels", row_labels)):
+    for name, value, per in (("labels", labels, "image"), ("row_labels", row_labels, "row"),
+                             ("col_labels", col_labels, "column")):
         if value is not None and (isinstance(value, str) or not hasattr(value, "__len__")):
-            raise TypeError(f"{name} must be a sequence with one entry per {'image' if name == 'labels' else 'row'} "
-                            f"(a list, a tuple or a 1-D tensor), got {value!r}")
+            raise TypeError(f"{name} must be a sequence with one entry per {per} (a list, a tuple or a 1-D tensor), "
+                            f"got {value!r}")
+    if col_labels is not None and len(col_labels) != min(nrow, n):
+        raise ValueError(f"col_labels must have one entry per column of the grid ({min(nrow, n)}), got {len(col_labels)}")
+    if col_labels is not None and labels is not None:
+        raise ValueError("give labels (a title over each image) or col_labels (one over each column), not both")
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"row_labels must have one entry per row of the grid ({rows} rows of {nrow}), "
                          f"got {len(row_labels)}")
@@ -92,7 +117,7 @@ def show_images(
     else:
         grid = make_grid(images, nrow)
         width = max(2.0, grid.shape[1] / 28 * size * 1.6)
-        height = max(1.0, width * grid.shape[0] / grid.shape[1]) + (0.4 if title else 0.0)  # the grid's own shape
+        height = max(1.0, width * grid.shape[0] / grid.shape[1]) + (0.4 if title else 0.0) + (0.3 if col_labels is not None else 0.0)  # the grid's shape
         margin = 0.0 if row_labels is None else 0.08 * max(len(str(t)) for t in row_labels) + 0.2  # inches of text
         fig, ax = plt.subplots(figsize=(width + margin, height))
         ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
@@ -100,6 +125,8 @@ def show_images(
         pad, h = 2, images.shape[2]   # make_grid's padding and the image height: the centre of row r
         for r, text in enumerate(row_labels or []):
             ax.text(-pad, pad + r * (h + pad) + h / 2, str(text), ha="right", va="center", fontsize=9)
+        if col_labels is not None:
+            label_columns(ax, col_labels, images.shape[3], pad)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
