@@ -320,6 +320,28 @@ def test_numpy_numbers_in_the_config_give_checkpoints_that_resume(tmp_path, mnis
         TrainConfig(extra={"data": tmp_path})
 
 
+def test_numpy_numbers_in_a_unet_config_give_checkpoints_that_resume(tmp_path, mnist_small, tiny_config):
+    """The same hole one level down (review, 2026-12-05): a model built from UNetConfig(base_channels=np.int64(8))
+    and given to the Trainer put its config, NumPy scalars and all, into every checkpoint ("unet_config")."""
+    import numpy as np
+
+    from ddpm_helpers.unet import UNetConfig
+
+    def model():
+        return UNet(UNetConfig(base_channels=np.int64(8), channel_mults=(np.int64(1),), dropout=np.float64(0.0),
+                               heads=np.int32(2), extra={"note": "numpy"}))
+
+    config = model().config
+    assert all(type(getattr(config, key)) is int for key in ("base_channels", "heads", "groups", "in_channels"))
+    assert type(config.dropout) is float and type(config.channel_mults[0]) is int
+    Trainer(tiny_config, mnist_small[0], model=model(), out_dir=tmp_path, device="cpu").fit(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "skipping unusable checkpoint"
+        assert Trainer(tiny_config, mnist_small[0], model=model(), out_dir=tmp_path, device="cpu").step == 10
+    with pytest.raises(TypeError, match=r"extra\['data'\] must be a plain value .* got PosixPath"):
+        UNetConfig(extra={"data": tmp_path})
+
+
 def test_the_final_checkpoint_replaces_a_damaged_one_and_a_new_run_does_not_mix_with_an_old(tmp_path, mnist_small,
                                                                                               tiny_config):
     """Review, 2026-12-05: fit() skipped its final save whenever a file of that name existed, so a damaged final

@@ -10,7 +10,8 @@ import torch
 
 from ddpm_helpers import metrics, viz
 from ddpm_helpers._validate import check_timesteps, skip_value_checks
-from ddpm_helpers.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints
+from ddpm_helpers.checkpoint import (check_same_config, checkpoint_path, load_checkpoint, prune_checkpoints,
+                                    save_atomically, save_checkpoint)
 from ddpm_helpers.course import colab_badge_url
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
@@ -444,6 +445,13 @@ CASES = [
      r"x must be a feature map of shape \(B, 4, H, W\) for this Downsample, got shape \(1, 3, 4, 4\)"),
     ("read_idx a str", lambda: read_idx("train-images-idx3-ubyte"), TypeError, "data must be the bytes of an IDX file"),
     ("scalar of a list", lambda: S.scalar(["betas"], 1), ValueError, r"name must be one of betas, .*; got \['betas'\]"),
+    ("animation of an iterator", lambda: viz.reverse_animation(iter([(0, X)])), ValueError,
+     r"trajectory must be a non-empty list of \(t, x_t\) pairs, .* got <list_iterator"),
+    ("animation with a str t", lambda: viz.reverse_animation([("a", X)]), ValueError,
+     r"trajectory must hold \(t, x_t\) pairs .* got an item \('a', "),
+    ("save_checkpoint a list", lambda: save_checkpoint([1], "x.pt"), TypeError, "state must be a dict, such as"),
+    ("check_same_config None", lambda: check_same_config(None, {}), TypeError,
+     r"saved must be a config as a dict \(TrainConfig.to_dict\(\)\), got NoneType"),
 ]
 
 
@@ -520,6 +528,9 @@ def test_an_out_dir_that_is_a_file_or_a_map_location_that_is_no_device_is_named(
         Trainer(TINY, IMG, out_dir=a_file)
     with pytest.raises(TypeError, match=r"map_location must be a device such as 'cpu' or 'cuda' .* got 5"):
         load_checkpoint(a_file, map_location=5)
+    with pytest.raises(IsADirectoryError, match=r"path '.*' is a folder; give the file to write, such as"):
+        save_atomically({"a": 1}, tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))   # refused before writing anything
 
 
 def test_uint8_timesteps_index_like_long():

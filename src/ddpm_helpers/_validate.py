@@ -70,6 +70,26 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     return value
 
 
+def check_plain(name: str, value: object, top: bool = False) -> None:
+    """Raise unless ``value`` is built from str, int, float, bool and None in lists, tuples and dicts with str keys:
+    what ``config.json`` can hold and ``torch.load(weights_only=True)`` can read back from a checkpoint."""
+    if top and not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict of plain values (str, int, float, bool, None, and lists, tuples and "
+                        f"dicts of them), got {type(value).__name__}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"{name} must have str keys, got the key {key!r} of type {type(key).__name__}")
+            check_plain(f"{name}[{key!r}]", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(f"{name}[{i}]", item)
+    elif value is not None and type(value) not in (str, int, float, bool):
+        raise TypeError(f"{name} must be a plain value (str, int, float, bool or None; checkpoints and config.json "
+                        f"store only these), got {type(value).__name__} {value!r}; convert it, e.g. str(path), "
+                        "int(n), float(x)")
+
+
 def check_bool(name: str, value: Any) -> bool:
     """Return ``value`` if it is True or False, else raise naming ``name`` (a string "false" is truthy)."""
     if not isinstance(value, bool):

@@ -57,6 +57,9 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)``, whole or not at all: temporary file, fsync, rename (a stopped run leaves no
     half-written file, and an earlier file at ``path`` stays until the new one is complete)."""
     path = check_path("path", path)
+    if path.is_dir():  # os.replace would fail only after the whole file was written, naming the temporary file
+        raise IsADirectoryError(f"path {str(path)!r} is a folder; give the file to write, such as "
+                                f"{str(path / 'ckpt.pt')!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -74,6 +77,8 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` (plus ``format_version``) to ``path`` atomically (:func:`save_atomically`)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, such as Trainer.state_dict(), got {type(state).__name__}")
     return save_atomically({**state, "format_version": FORMAT_VERSION}, path)
 
 
@@ -159,6 +164,9 @@ def prune_checkpoints(folder: str | os.PathLike, keep_last: int, newest: str | o
 
 def check_same_config(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
     """Raise :class:`CheckpointError` naming every setting whose saved value differs from the current one."""
+    for name, value in (("saved", saved), ("current", current)):
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be a config as a dict (TrainConfig.to_dict()), got {type(value).__name__}")
     keys = sorted((set(saved) | set(current)) - set(ignore))
     diffs = [
         f"{k}: checkpoint has {saved.get(k, '<missing>')!r}, now {current.get(k, '<missing>')!r}"

@@ -41,6 +41,7 @@ from ._validate import (
     check_available_device,
     check_device,
     check_module,
+    check_plain,
     check_float,
     check_int,
     check_path,
@@ -173,26 +174,6 @@ def apply_memory_format(model: nn.Module, memory_format: str, device: torch.devi
     return model
 
 
-def _check_plain(name: str, value: object, top: bool = False) -> None:
-    """Raise unless ``value`` is built from str, int, float, bool and None in lists, tuples and dicts with str keys:
-    what ``config.json`` can hold and ``torch.load(weights_only=True)`` can read back from a checkpoint."""
-    if top and not isinstance(value, dict):
-        raise TypeError(f"{name} must be a dict of plain values (str, int, float, bool, None, and lists, tuples and "
-                        f"dicts of them), got {type(value).__name__}")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if type(key) is not str:
-                raise TypeError(f"{name} must have str keys, got the key {key!r} of type {type(key).__name__}")
-            _check_plain(f"{name}[{key!r}]", item)
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_plain(f"{name}[{i}]", item)
-    elif value is not None and type(value) not in (str, int, float, bool):
-        raise TypeError(f"{name} must be a plain value (str, int, float, bool or None; checkpoints and config.json "
-                        f"store only these), got {type(value).__name__} {value!r}; convert it, e.g. str(path), "
-                        "int(n), float(x)")
-
-
 @dataclass
 class TrainConfig:
     # diffusion
@@ -271,7 +252,7 @@ class TrainConfig:
             elif isinstance(value, numbers.Real) and not isinstance(value, bool):
                 value = float(value)
             setattr(self, f.name, value)
-        _check_plain("extra", self.extra, top=True)
+        check_plain("extra", self.extra, top=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

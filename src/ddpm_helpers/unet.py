@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import (_read_values, _show, as_int_tuple, check_float, check_input_like_weights, check_int, check_module,
-                        check_tensor, check_timesteps)
+from ._validate import (_read_values, _show, as_int_tuple, check_float, check_input_like_weights, check_int,
+                        check_module, check_plain, check_tensor, check_timesteps)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -154,11 +154,14 @@ class UNetConfig:
         if self.attention_levels is None:
             self.attention_levels = (len(self.channel_mults) - 1,)
         self.attention_levels = as_int_tuple("attention_levels", self.attention_levels)
-        check_int("in_channels", self.in_channels, min_value=1)
-        check_int("base_channels", self.base_channels, min_value=1)
-        check_int("num_res_blocks", self.num_res_blocks, min_value=1)
-        check_int("pixel_unshuffle", self.pixel_unshuffle, min_value=1)
-        check_float("dropout", self.dropout, min_value=0.0, max_value=1.0, max_inclusive=False)
+        # stored as plain Python numbers: the config goes into every checkpoint, and torch.load(weights_only=True)
+        # refuses NumPy scalars, which would make a run impossible to resume (review, 2026-12-05)
+        self.in_channels = check_int("in_channels", self.in_channels, min_value=1)
+        self.base_channels = check_int("base_channels", self.base_channels, min_value=1)
+        self.num_res_blocks = check_int("num_res_blocks", self.num_res_blocks, min_value=1)
+        self.pixel_unshuffle = check_int("pixel_unshuffle", self.pixel_unshuffle, min_value=1)
+        self.dropout = check_float("dropout", self.dropout, min_value=0.0, max_value=1.0, max_inclusive=False)
+        check_plain("extra", self.extra, top=True)
         if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
             raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {self.channel_mults}")
         for level in self.attention_levels:
@@ -168,9 +171,9 @@ class UNetConfig:
                     f"got {self.attention_levels}"
                 )
         if self.num_classes is not None:
-            check_int("num_classes", self.num_classes, min_value=1)
-        check_int("groups", self.groups, min_value=1)
-        check_int("heads", self.heads, min_value=1)
+            self.num_classes = check_int("num_classes", self.num_classes, min_value=1)
+        self.groups = check_int("groups", self.groups, min_value=1)
+        self.heads = check_int("heads", self.heads, min_value=1)
         if self.base_channels % 2:
             raise ValueError(f"base_channels must be even (the time embedding has a sine and a cosine half of "
                              f"base_channels / 2 each), got {self.base_channels}")

@@ -265,10 +265,12 @@ def reverse_animation(
     as sharp squares (no smoothing), which is also what keeps the page light: noise smoothed at a high resolution
     compresses badly (30 frames of 16 noisy digits at 100 dpi: 1.2 MB of notebook this way, 4.7 MB smoothed).
     """
-    if isinstance(trajectory, torch.Tensor) or not trajectory:
+    if isinstance(trajectory, torch.Tensor) or not isinstance(trajectory, Sequence) or not trajectory:
         raise ValueError("trajectory must be a non-empty list of (t, x_t) pairs, the second value of "
-                         "sample(..., return_trajectory=True)")
+                         f"sample(..., return_trajectory=True), got {_show(trajectory)}")
     bad = next((item for item in trajectory if not (isinstance(item, tuple) and len(item) == 2
+                                                     and isinstance(item[0], numbers.Integral)
+                                                     and not isinstance(item[0], bool)
                                                      and isinstance(item[1], torch.Tensor) and item[1].ndim == 4)), None)
     if bad is not None:
         raise ValueError(f"trajectory must hold (t, x_t) pairs with x_t of shape (N, C, H, W), got an item "
