@@ -40,6 +40,12 @@ def test_swapped_beta_ends_warn_but_still_give_the_falling_schedule(name):
     with pytest.warns(UserWarning, match="beta_end=5e-05"):
         make_betas(name, 50, beta_end=5e-5)  # below the default beta_start
     make_betas(name, 50, beta_start=0.01, beta_end=0.01)  # constant: no warning (warnings are errors in the tests)
+    # the warning points at the learner's line, however deep in the package it was raised
+    for call in (lambda: make_betas(name, 50, beta_start=0.02, beta_end=1e-4),
+                 lambda: NoiseSchedule.from_name(name, 50, beta_start=0.02, beta_end=1e-4)):
+        with pytest.warns(UserWarning, match="schedule falls") as caught:
+            call()
+        assert [w.filename for w in caught] == [__file__]
 
 
 def test_cosine_matches_nichol_dhariwal_formula():

@@ -431,6 +431,8 @@ CASES = [
     ("model_has_dropout a string", lambda: model_has_dropout("net"), TypeError, "model must be a torch.nn.Module"),
     ("trainer model without weights", lambda: Trainer(TINY, IMG, model=torch.nn.Identity()), ValueError,
      "model has no parameters to train"),
+    ("trainer float64 model", lambda: Trainer(TINY, IMG, model=UNet(base_channels=8, channel_mults=(1,)).double()),
+     TypeError, r"model's weights are torch.float64, but the Trainer trains float32 networks .* pass model.float\(\)"),
     ("trainer load_state a string", lambda: Trainer(TINY, IMG).load_state("ckpt.pt"), TypeError,
      "state must be a dict as Trainer.state_dict"),
     ("trainer load_state partial", lambda: Trainer(TINY, IMG).load_state({"config": TINY.to_dict()}), CheckpointError,

@@ -11,6 +11,7 @@ import contextlib
 import math
 import numbers
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -46,6 +47,18 @@ def _read_values(value: torch.Tensor) -> bool:
     if _skip_depth or value.is_meta or torch.compiler.is_compiling():  # a meta tensor has a shape but no values
         return False
     return not (value.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
+def stacklevel_outside_package() -> int:
+    """The ``stacklevel`` that makes a warning, issued by the function calling this one, point at the first line
+    outside ddpm_helpers: the learner's call, however many of the package's functions lie in between."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _show(value: Any) -> str:

@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from ._validate import (_show, check_available_device, check_choice, check_float, check_generator, check_int,
-                        check_tensor, check_timesteps)
+                        check_tensor, check_timesteps, stacklevel_outside_package)
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 PREDICTION_TYPES = ("eps", "x0", "v")
@@ -57,7 +57,7 @@ def _warn_if_falling(name: str, beta_start: float, beta_end: float) -> None:
     if beta_start > beta_end:
         warnings.warn(f"the {name} schedule falls: beta_start={beta_start} is larger than beta_end={beta_end}, so "
                       "the first steps add the most noise (DDPM's betas rise, from 1e-4 to 0.02); swap them unless "
-                      "you meant it", UserWarning, stacklevel=3)
+                      "you meant it", UserWarning, stacklevel=stacklevel_outside_package())
 
 
 _OPTIONS = {  # each schedule's options: (lowest, highest, whether the ends themselves are allowed)
@@ -242,7 +242,9 @@ class NoiseSchedule:
         """``name[t]`` shaped to broadcast over ``x``, in ``x``'s dtype and on its device; float64 inputs are
         served from the float64 tables (the float32 ones would limit them to float32 accuracy)."""
         table = self._float64[name] if x.dtype == torch.float64 else getattr(self, name)
-        return extract(table, t, x.shape).to(x)
+        # t was checked by the caller (_check): look it up without extract's checks, each a GPU sync
+        t = t.reshape(-1).to(table.device, torch.long)
+        return table[t].reshape(t.shape[0], *([1] * (x.ndim - 1))).to(x)
 
     def q_sample(
         self,
@@ -265,7 +267,6 @@ class NoiseSchedule:
             if noise.device != x0.device:
                 raise ValueError(f"noise must be on x0's device ({x0.device}), got {noise.device}; move it with "
                                  f"noise.to(x0.device)")
-            check_tensor("noise", noise, finite=True)
             if torch.promote_types(x0.dtype, noise.dtype) != x0.dtype:
                 raise TypeError(f"noise is {noise.dtype} but x0 is {x0.dtype}, so x_t would be {noise.dtype}; "
                                 f"make the noise with x0's dtype (torch.randn_like(x0), or noise.to(x0.dtype))")

@@ -386,9 +386,13 @@ class Trainer:
         self.labels = labels.to(self.device) if (labels is not None and config.class_conditional) else None
         self.schedule = config.make_schedule().to(self.device)
         seed_everything(config.seed)
-        if model is not None and next(model.parameters(), None) is None:
+        weight = None if model is None else next(model.parameters(), None)
+        if model is not None and weight is None:
             raise ValueError("model has no parameters to train; pass a network with weights (or model=None for the "
                              "config's UNet)")
+        if weight is not None and weight.dtype != torch.float32:  # amp="bf16" is autocast over float32 weights
+            raise TypeError(f"model's weights are {weight.dtype}, but the Trainer trains float32 networks (with bf16 "
+                            "autocast where amp says so); pass model.float()")
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
         apply_memory_format(self.model, config.memory_format, self.device)  # before the EMA copy, which keeps it
         if self.labels is not None and getattr(self.model, "num_classes", None) is None:
