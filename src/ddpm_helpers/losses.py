@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import (_read_values, _show, check_choice, check_float, check_generator, check_input_like_weights,
-                        check_int, check_pixel_range, check_tensor, check_timesteps)
-from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_fits_schedule, check_model_output, check_schedule,
-                        noise_like)
+from ._validate import (check_choice, check_float, check_generator, check_input_like_weights, check_int,
+                        check_pixel_range, check_tensor, check_timesteps)
+from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_callable, check_model_fits_schedule,
+                        check_model_output, check_schedule, noise_like)
 
 
 def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
@@ -71,18 +71,14 @@ def diffusion_loss(
                          "pass y, the batch's labels, or leave label_drop_prob at 0 for an unconditional model")
     if min_snr_gamma is not None:
         check_float("min_snr_gamma", min_snr_gamma, min_value=0.0, min_inclusive=False)
-    if not callable(model):
-        raise TypeError(f"model must be a network that maps (x_t, t) to its prediction, such as a UNet, got "
-                        f"{_show(model)}")
+    check_model_callable(model)
     check_tensor("x0", x0, ndim=4, floating=True, finite=True)
     if isinstance(model, nn.Module):  # named here as x0: the network would see (and name) only x_t
         check_input_like_weights("x0", x0, model)
     # images (not notebook 02's points, shaped (N, 2, 1, 1)) with no value below 0: bytes 0..255 or [0, 1], not the
     # course's [-1, 1], which would train a network for the wrong scale without a word
-    if x0.shape[2] * x0.shape[3] > 1 and x0.numel() and _read_values(x0):
-        lo, hi = (float(v) for v in torch.aminmax(x0.detach()))
-        if lo >= 0 and hi > 0:
-            check_pixel_range("x0", x0)
+    if x0.shape[2] * x0.shape[3] > 1:
+        check_pixel_range("x0", x0, only_unsigned=True)
     check_schedule("schedule", schedule)
     check_model_fits_schedule(getattr(model, "module", model), schedule)
     check_generator("generator", generator)

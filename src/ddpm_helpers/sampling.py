@@ -23,8 +23,8 @@ from torch import nn
 
 from ._validate import (_read_values, _show, check_available_device, check_bool, check_choice, check_float,
                         check_generator, check_int, check_tensor, same_device, skip_value_checks)
-from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_fits_schedule, check_model_output, check_schedule,
-                        noise_like)
+from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_callable, check_model_fits_schedule,
+                        check_model_output, check_schedule, noise_like)
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
 METHODS = ("ddpm", "ddim", "dpm++2m")
@@ -215,9 +215,7 @@ def predict(
     t = check_int("t", t, min_value=0)  # predict() is not told T: sample() and the step functions check the top
     check_float("guidance_scale", guidance_scale, min_value=0.0)
     check_tensor("x_t", x_t, floating=True)
-    if not callable(model):
-        raise TypeError(f"model must be a network that maps (x_t, t) to its prediction, such as a UNet, got "
-                        f"{_show(model)}")
+    check_model_callable(model)
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None:
         if guidance_scale != 1.0:
@@ -331,7 +329,7 @@ def sample(
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape}")
     image_shape = tuple(int(s) for s in image_shape)  # NumPy's integers too
     if hasattr(model, "check_image_shape"):  # the U-Net's channels and down-sampling, named as the caller knows them
-        model.check_image_shape(tuple(image_shape), "image_shape")
+        model.check_image_shape(image_shape, "image_shape")
     T = schedule.num_timesteps
     if steps is not None:
         check_int("steps", steps, min_value=1, max_value=T)

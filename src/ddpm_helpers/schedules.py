@@ -99,8 +99,13 @@ def extract(a: torch.Tensor, t: torch.Tensor, shape: torch.Size | tuple[int, ...
     if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 1:
         raise TypeError(f"shape must be the shape of the tensor to broadcast over, such as x.shape, got {_show(shape)}")
     # a fraction t / T by mistake would otherwise be truncated to index 0; a uint8 or bool index read as a mask
-    t = check_timesteps("t", t, a.shape[0]).to(a.device)
-    return a[t].reshape(t.shape[0], *([1] * (len(shape) - 1)))
+    return _lookup(a, check_timesteps("t", t, a.shape[0]), len(shape))
+
+
+def _lookup(a: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``a[t]`` shaped ``(B, 1, ...)`` with ``ndim`` dimensions, for indices ``t`` already checked (no GPU sync)."""
+    t = t.reshape(-1).to(a.device, torch.long)
+    return a[t].reshape(t.shape[0], *([1] * (ndim - 1)))
 
 
 def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -122,6 +127,13 @@ def check_model_fits_schedule(model: object, schedule: "NoiseSchedule") -> None:
         raise ValueError(f"the model was built for T={model_T} timesteps (model.num_timesteps) but the schedule "
                          f"has T={schedule.num_timesteps}; use the schedule the model is trained with, or build the "
                          f"model with num_timesteps={schedule.num_timesteps}")
+
+
+def check_model_callable(model: object) -> None:
+    """Raise naming ``model`` unless it can be called like a network (Python's own error names no argument)."""
+    if not callable(model):
+        raise TypeError(f"model must be a network that maps (x_t, t) to its prediction, such as a UNet, got "
+                        f"{_show(model)}")
 
 
 def check_model_output(output: object, shape: torch.Size, prediction: str | None = None) -> torch.Tensor:
@@ -242,9 +254,7 @@ class NoiseSchedule:
         """``name[t]`` shaped to broadcast over ``x``, in ``x``'s dtype and on its device; float64 inputs are
         served from the float64 tables (the float32 ones would limit them to float32 accuracy)."""
         table = self._float64[name] if x.dtype == torch.float64 else getattr(self, name)
-        # t was checked by the caller (_check): look it up without extract's checks, each a GPU sync
-        t = t.reshape(-1).to(table.device, torch.long)
-        return table[t].reshape(t.shape[0], *([1] * (x.ndim - 1))).to(x)
+        return _lookup(table, t, x.ndim).to(x)  # t was checked by the caller (_check): not again, each a GPU sync
 
     def q_sample(
         self,
