@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ddpm_helpers import metrics, viz
+from ddpm_helpers import distributed, metrics, viz
 from ddpm_helpers._validate import check_timesteps, skip_value_checks
 from ddpm_helpers.checkpoint import (check_same_config, checkpoint_path, load_checkpoint, prune_checkpoints,
                                     save_atomically, save_checkpoint)
@@ -25,7 +25,7 @@ from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, 
 from ddpm_helpers.checkpoint import CheckpointError
 from ddpm_helpers.data import read_idx
 from ddpm_helpers.unet import (Downsample, ResBlock, SelfAttention, SimpleUNet, UNet, UNetConfig, Upsample,
-                               count_parameters, sinusoidal_embedding)
+                               count_parameters, receptive_field, sinusoidal_embedding)
 
 S = NoiseSchedule.from_name("linear", 10)
 X = torch.zeros(2, 1, 4, 4)
@@ -164,6 +164,23 @@ CASES = [
     ("trainer resume string", lambda: Trainer(TINY, IMG, resume="no"), TypeError, "resume must be True or False"),
     ("trainer model string", lambda: Trainer(TINY, IMG, model="x"), TypeError, "model must be None .* or a torch.nn.Module"),
     ("load_model ema string", lambda: Trainer.load_model("never-read.pt", ema="no"), TypeError, "ema must be True or False"),
+    ("linear_betas T 10**9", lambda: linear_betas(10**9), ValueError,
+     "num_timesteps must be at most 100,000 .*got 1,000,000,000"),
+    ("cosine_betas T too large", lambda: cosine_betas(100_001), ValueError, "num_timesteps must be at most 100,000"),
+    ("SimpleUNet T too large", lambda: SimpleUNet(num_timesteps=10**6), ValueError,
+     "num_timesteps must be at most 100,000"),
+    ("TrainConfig T too large", lambda: TrainConfig(num_timesteps=10**6), ValueError,
+     "num_timesteps must be at most 100,000"),
+    ("ddim_timesteps T too large", lambda: ddim_timesteps(10**6, 10), ValueError,
+     "num_timesteps must be at most 100,000"),
+    ("receptive_field size the UNet cannot halve", lambda: receptive_field(NET, size=9), ValueError,
+     r"the probe image \(size=9, in_channels=1\) has size 9x9.*divisible by 2"),
+    ("receptive_field in_channels", lambda: receptive_field(NET, size=8, in_channels=3), ValueError,
+     r"the probe image \(size=8, in_channels=3\) must have 1 channel"),
+    ("backend_for device int", lambda: distributed.backend_for(3), ValueError,
+     "device must be a torch device such as 'cpu'.*got 3"),
+    ("any_across_ranks flag string", lambda: distributed.any_across_ranks("no"), TypeError,
+     "flag must be True or False, got 'no'"),
     ("linear_betas T 0", lambda: linear_betas(0), ValueError,
      r"num_timesteps must be an integer in \[1, inf\], got 0"),
     ("linear_betas beta_end > 1", lambda: linear_betas(10, 0.5, 2.0), ValueError,
@@ -199,6 +216,9 @@ CASES = [
     ("preset by hand: eval_samples", lambda: Preset("p", "", TINY, eval_samples=1), ValueError,
      r"eval_samples must be an integer in \[2, inf\], got 1"),
     ("preset by hand: train", lambda: Preset("p", "", {"steps": 1}), TypeError, "train must be a TrainConfig"),
+    ("preset by hand: name not str", lambda: Preset(1, "", TINY), TypeError, "name must be a str, got 1"),
+    ("preset by hand: blank name", lambda: Preset(" ", "", TINY), ValueError, "name must be a non-empty str"),
+    ("preset by hand: description", lambda: Preset("p", None, TINY), TypeError, "description must be a str, got None"),
     # data
     ("split", lambda: load_mnist("validation"), ValueError, "split must be one of 'train', 'test'"),
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),

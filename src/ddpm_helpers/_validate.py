@@ -83,6 +83,18 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     return value
 
 
+MAX_TIMESTEPS = 100_000  # DDPM uses 1,000 and Improved DDPM 4,000; beyond this a schedule only costs memory and time
+
+
+def check_num_timesteps(value: Any, name: str = "num_timesteps") -> int:
+    """Return the number of timesteps ``T`` as an int, or raise naming ``name``: an integer in [1, MAX_TIMESTEPS]."""
+    value = check_int(name, value, min_value=1)
+    if value > MAX_TIMESTEPS:
+        raise ValueError(f"{name} must be at most {MAX_TIMESTEPS:,} (DDPM uses 1,000 and Improved DDPM 4,000; each "
+                         f"schedule table holds T numbers, and sampling takes up to T network calls), got {value:,}")
+    return value
+
+
 def check_plain(name: str, value: object, top: bool = False) -> None:
     """Raise unless ``value`` is built from str, int, float, bool and None in lists, tuples and dicts with str keys:
     what ``config.json`` can hold and ``torch.load(weights_only=True)`` can read back from a checkpoint."""

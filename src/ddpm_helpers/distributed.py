@@ -28,6 +28,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ._validate import check_bool, check_device
+
 
 def env_world_size() -> int:
     """The world size torchrun announced in ``WORLD_SIZE`` (1 when not launched by torchrun)."""
@@ -61,7 +63,7 @@ def is_main() -> bool:
 
 def backend_for(device: torch.device) -> str:
     """``nccl`` for CUDA devices, ``gloo`` otherwise (CPU; MPS has no multi-process backend)."""
-    return "nccl" if device.type == "cuda" else "gloo"
+    return "nccl" if check_device("device", device).type == "cuda" else "gloo"
 
 
 def init(device: torch.device) -> torch.device:
@@ -100,8 +102,9 @@ def any_across_ranks(flag: bool, device: torch.device | str = "cpu") -> bool:
 
     ``device`` is where the one-element tensor lives for the collective (this rank's GPU under nccl).
     """
+    check_bool("flag", flag)  # a string such as "no" would count as True on every rank
     if not is_distributed():
-        return bool(flag)
+        return flag
     votes = torch.tensor([int(bool(flag))], device=device, dtype=torch.int32)
     dist.all_reduce(votes, op=dist.ReduceOp.MAX)
     return bool(votes.item())

@@ -37,6 +37,11 @@ class Preset:
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for key in ("name", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise TypeError(f"{key} must be a str, got {getattr(self, key)!r}")
+        if not self.name.strip():
+            raise ValueError(f"name must be a non-empty str (it names the run's folder), got {self.name!r}")
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         check_choice("sampler", self.sampler, SAMPLERS)

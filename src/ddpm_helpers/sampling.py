@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ._validate import (_read_values, _show, check_available_device, check_bool, check_choice, check_float,
-                        check_generator, check_int, check_tensor, same_device, skip_value_checks)
+                        check_generator, check_int, check_num_timesteps, check_tensor, same_device, skip_value_checks)
 from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_callable, check_model_fits_schedule,
                         check_model_output, check_schedule, noise_like)
 
@@ -184,7 +184,7 @@ def dpm_solver_2m_step(
 def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     """``steps`` evenly spaced indices from ``T-1`` downwards ("trailing" spacing, Lin et al. 2024):
     the first step always starts from pure noise. E.g. T=1000, steps=4 -> [999, 749, 499, 249]."""
-    check_int("num_timesteps", num_timesteps, min_value=1)
+    check_num_timesteps(num_timesteps)
     check_int("steps", steps, min_value=1, max_value=num_timesteps)
     ratio = num_timesteps / steps
     return [int(round(num_timesteps - i * ratio)) - 1 for i in range(steps)]

@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from ._validate import (_show, check_available_device, check_choice, check_float, check_generator, check_int,
-                        check_tensor, check_timesteps, stacklevel_outside_package)
+                        check_num_timesteps, check_tensor, check_timesteps, stacklevel_outside_package)
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 PREDICTION_TYPES = ("eps", "x0", "v")
@@ -69,7 +69,7 @@ _OPTIONS = {  # each schedule's options: (lowest, highest, whether the ends them
 
 def _check_options(name: str, num_timesteps: int, **options: float) -> None:
     """The checks of every beta schedule: ``T`` a positive integer, each option known and inside its range."""
-    check_int("num_timesteps", num_timesteps, min_value=1)
+    check_num_timesteps(num_timesteps)
     for key, value in options.items():
         if key not in _OPTIONS[name]:
             raise TypeError(f"schedule {name!r} does not take the option {key!r}; it takes "

@@ -44,6 +44,7 @@ from ._validate import (
     check_plain,
     check_float,
     check_int,
+    check_num_timesteps,
     check_path,
     check_pixel_range,
     check_tensor,
@@ -223,7 +224,7 @@ class TrainConfig:
         check_choice("on_nan", self.on_nan, ("raise", "skip"))
         check_bool("class_conditional", self.class_conditional)
         check_bool("progress", self.progress)
-        check_int("num_timesteps", self.num_timesteps, min_value=1)
+        check_num_timesteps(self.num_timesteps)
         check_int("steps", self.steps, min_value=0)
         check_int("batch_size", self.batch_size, min_value=1)
         check_int("warmup_steps", self.warmup_steps, min_value=0)

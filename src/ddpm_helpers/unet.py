@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import (_read_values, _show, as_int_tuple, check_float, check_input_like_weights, check_int,
-                        check_module, check_plain, check_tensor, check_timesteps)
+                        check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -369,7 +369,7 @@ class SimpleUNet(nn.Module):
 
     def __init__(self, num_timesteps: int = 300, in_channels: int = 1, hidden: int = 64):
         super().__init__()
-        self.num_timesteps = check_int("num_timesteps", num_timesteps, min_value=1)
+        self.num_timesteps = check_num_timesteps(num_timesteps)
         self.in_channels = check_int("in_channels", in_channels, min_value=1)
         check_int("hidden", hidden, min_value=1)
         self.num_classes = None
@@ -423,6 +423,8 @@ def receptive_field(
     check_int("in_channels", in_channels, min_value=1)
     if not isinstance(strip_norms, bool):
         raise TypeError(f"strip_norms must be True or False, got {strip_norms!r}")
+    if isinstance(model, UNet):  # named as the caller knows them, not as the UNet's x
+        model.check_image_shape((in_channels, size, size), f"the probe image (size={size}, in_channels={in_channels})")
     probe = copy.deepcopy(model).float().eval().cpu()  # a small CPU probe, whatever device the model is on
     if strip_norms:
         _replace_group_norms(probe)
