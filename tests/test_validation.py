@@ -166,6 +166,8 @@ CASES = [
     ("load_model ema string", lambda: Trainer.load_model("never-read.pt", ema="no"), TypeError, "ema must be True or False"),
     ("linear_betas T 10**9", lambda: linear_betas(10**9), ValueError,
      "num_timesteps must be at most 100,000 .*got 1,000,000,000"),
+    ("NoiseSchedule betas too long", lambda: NoiseSchedule(torch.full((100_001,), 0.01)), ValueError,
+     "len\\(betas\\) must be at most 100,000 .*got 100,001"),
     ("cosine_betas T too large", lambda: cosine_betas(100_001), ValueError, "num_timesteps must be at most 100,000"),
     ("SimpleUNet T too large", lambda: SimpleUNet(num_timesteps=10**6), ValueError,
      "num_timesteps must be at most 100,000"),

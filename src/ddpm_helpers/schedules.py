@@ -174,6 +174,7 @@ class NoiseSchedule:
         check_tensor("betas", betas, ndim=1, floating=True, finite=True)
         if betas.numel() < 1:
             raise ValueError("betas must hold at least one value (T >= 1), got an empty tensor")
+        check_num_timesteps(betas.numel(), "len(betas)")  # the same T as every named schedule allows
         if bool((betas <= 0).any()) or bool((betas >= 1).any()):
             raise ValueError(
                 f"betas must lie strictly inside (0, 1); got values in [{float(betas.min())}, {float(betas.max())}]"
