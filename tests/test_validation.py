@@ -177,6 +177,8 @@ CASES = [
      "num_timesteps must be at most 100,000"),
     ("receptive_field size the UNet cannot halve", lambda: receptive_field(NET, size=9), ValueError,
      r"the probe image \(size=9, in_channels=1\) has size 9x9.*divisible by 2"),
+    ("receptive_field model not a module", lambda: receptive_field(lambda x, t: x), TypeError,
+     "model must be a torch.nn.Module"),
     ("receptive_field in_channels", lambda: receptive_field(NET, size=8, in_channels=3), ValueError,
      r"the probe image \(size=8, in_channels=3\) must have 1 channel"),
     ("backend_for device int", lambda: distributed.backend_for(3), ValueError,

@@ -105,7 +105,7 @@ def any_across_ranks(flag: bool, device: torch.device | str = "cpu") -> bool:
     check_bool("flag", flag)  # a string such as "no" would count as True on every rank
     if not is_distributed():
         return flag
-    votes = torch.tensor([int(bool(flag))], device=device, dtype=torch.int32)
+    votes = torch.tensor([int(flag)], device=device, dtype=torch.int32)
     dist.all_reduce(votes, op=dist.ReduceOp.MAX)
     return bool(votes.item())
 

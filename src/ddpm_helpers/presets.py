@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ._validate import check_bool, check_choice, check_float, check_int
+from ._validate import _show, check_bool, check_choice, check_float, check_int
 from .sampling import METHODS as SAMPLERS
 from .train import TrainConfig, has_native_bf16
 
@@ -37,9 +37,9 @@ class Preset:
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key in ("name", "description"):
-            if not isinstance(getattr(self, key), str):
-                raise TypeError(f"{key} must be a str, got {getattr(self, key)!r}")
+        for key, value in (("name", self.name), ("description", self.description)):
+            if not isinstance(value, str):
+                raise TypeError(f"{key} must be a str, got {_show(value)}")
         if not self.name.strip():
             raise ValueError(f"name must be a non-empty str (it names the run's folder), got {self.name!r}")
         if not isinstance(self.train, TrainConfig):

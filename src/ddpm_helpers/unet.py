@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import (_read_values, _show, as_int_tuple, check_float, check_input_like_weights, check_int,
-                        check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps)
+from ._validate import (_read_values, _show, as_int_tuple, check_bool, check_float, check_input_like_weights,
+                        check_int, check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -417,12 +417,10 @@ def receptive_field(
     ``strip_norms=False`` to measure the model exactly as it is. A model without GroupNorms (such as
     :class:`SimpleUNet`) gives the same map either way.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module called as model(x, t), got {type(model).__name__}")
+    check_module("model", model)
     check_int("size", size, min_value=1)
     check_int("in_channels", in_channels, min_value=1)
-    if not isinstance(strip_norms, bool):
-        raise TypeError(f"strip_norms must be True or False, got {strip_norms!r}")
+    check_bool("strip_norms", strip_norms)
     if isinstance(model, UNet):  # named as the caller knows them, not as the UNet's x
         model.check_image_shape((in_channels, size, size), f"the probe image (size={size}, in_channels={in_channels})")
     probe = copy.deepcopy(model).float().eval().cpu()  # a small CPU probe, whatever device the model is on
