@@ -239,3 +239,27 @@ def test_a_warning_from_the_package_s_own_code_fails_the_test_that_triggers_it(p
     with warnings.catch_warnings(record=True) as caught:
         warnings.warn_explicit("about matplotlib itself", UserWarning, "pyplot.py", 1, module="matplotlib.pyplot")
     assert [str(w.message) for w in caught] == ["about matplotlib itself"]
+
+
+def notebook_cell_defining(path, name):
+    """The source of the one code cell of the notebook at ``path`` that defines the function ``name``."""
+    cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    found = [c for c in cells if re.search(rf"^def {name}\(", c, flags=re.M)]
+    assert len(found) == 1, f"{path.name}: {len(found)} cells define {name}"
+    return found[0]
+
+
+def test_notebook_01_half_way_checker_accepts_a_one_element_tensor(capsys):
+    """The first index where the SNR falls below 1 is naturally written ``(s.snr < 1).nonzero()[0]``, a tensor of
+    shape (1,): the checker used to pass it and then fail on formatting it as a percentage."""
+    from ddpm_helpers.schedules import NoiseSchedule
+    T = 1000
+    namespace = {"T": T, "seed_schedule": NoiseSchedule.from_name("linear", 300),
+                 "schedules": {name: NoiseSchedule.from_name(name, T) for name in ("linear", "cosine", "sigmoid")}}
+    source = notebook_cell_defining(REPO / "notebooks" / "01_forward_process.ipynb", "check_half_way")
+    exec(source.replace("check_half_way(half_way)", ""), namespace)
+    capsys.readouterr()
+    namespace["check_half_way"](lambda s: (s.snr < 1).nonzero()[0])
+    assert capsys.readouterr().out.startswith("correct! {'linear': '26% of the steps'")
+    with pytest.raises(AssertionError, match="you want the first such t"):
+        namespace["check_half_way"](lambda s: (s.snr < 1).nonzero()[1])
