@@ -37,7 +37,9 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     r"""Nichol & Dhariwal (2021, eq. 17): :math:`f(u) = \cos^2\big(\frac{u + s}{1 + s}\cdot\frac{\pi}{2}\big)`
-    and :math:`\bar\alpha(u) = f(u)/f(0)` on :math:`u = t/T`, and :math:`\beta_t = \min(1 - \bar\alpha(\frac{t+1}{T}) / \bar\alpha(\frac{t}{T}), 0.999)`."""
+    and :math:`\bar\alpha(u) = f(u)/f(0)` on :math:`u = t/T`, and
+    :math:`\beta_t = \min(1 - \bar\alpha(\frac{t+1}{T}) / \bar\alpha(\frac{t}{T}), \beta_\text{max})`, with
+    ``max_beta`` = 0.999 as in the paper."""
     _check_options("cosine", num_timesteps, s=s, max_beta=max_beta)
     u = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
     f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2

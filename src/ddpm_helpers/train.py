@@ -139,11 +139,12 @@ def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
 
     ``"auto"`` does so on a CPU only. There oneDNN's convolutions are faster in NHWC: the Trainer ran the ``cpu``
     preset at 373 images/s against 271 in the contiguous layout, 1.37 times faster (median of 8 interleaved rounds
-    of ``benchmarks/levers.py``; Intel Xeon with AVX-512, 2 cores, 2026-12-04), and the preset's 2,300 steps
-    trained in 437 s instead of 730 s. On a GPU it was slower: 65 against 56 ms for the ``gpu`` preset's forward
-    and backward in bf16 (one H200, 2026-11-28, ``benchmarks/results/gpu-probe-20261128.json``), so ``"auto"``
-    keeps the default layout there. The layout changes where numbers sit in memory, not what is computed: the
-    losses agree up to float rounding.
+    of ``benchmarks/levers.py``; Intel Xeon with AVX-512, 2 cores, 2026-12-04), and a whole run of the preset's 2,300
+    steps trained in 437 s, against 730 s for a run in the contiguous layout earlier that day (two single runs on a
+    shared machine whose speed varied by up to 1.4 times: ``benchmarks/RESULTS.md``). On a GPU it was slower: 65
+    against 56 ms for the ``gpu`` preset's forward and backward in bf16 (one H200, 2026-11-28,
+    ``benchmarks/results/gpu-probe-20261128.json``), so ``"auto"`` keeps the default layout there. The layout
+    changes where numbers sit in memory, not what is computed: the losses agree up to float rounding.
     """
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
     if memory_format == "auto":
@@ -548,7 +549,7 @@ class Trainer:
         """(model in eval mode, schedule, config) from a checkpoint file; the EMA weights by default.
 
         ``memory_format`` chooses the model's layout as :func:`apply_memory_format` does: by default
-        channels-last on a CPU, where it samples 1.4 to 1.7 times faster.
+        channels-last on a CPU, where the shipped model sampled 1.37 times faster (:func:`apply_memory_format`).
         """
         check_choice("memory_format", memory_format, MEMORY_FORMATS)
         check_bool("ema", ema)

@@ -53,8 +53,8 @@ def _check_feature_map(x: torch.Tensor, channels: int, block: str) -> None:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, then the time embedding as a per-channel scale and shift
-    (FiLM: ``h * (1 + scale) + shift``), GroupNorm -> SiLU -> dropout -> conv, plus a skip path."""
+    """GroupNorm -> SiLU -> conv, then GroupNorm with the time embedding as a per-channel scale and shift
+    (FiLM: ``norm(h) * (1 + scale) + shift``) -> SiLU -> dropout -> conv, plus a skip path."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 8):
         super().__init__()
@@ -67,7 +67,8 @@ class ResBlock(nn.Module):
         self.norm2 = _norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
+        nn.init.zeros_(self.conv2.weight)  # the residual branch starts at zero: each block starts as its skip path
+        # (the identity where in_ch == out_ch), which keeps early training stable
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 

@@ -144,7 +144,8 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
 
 
 def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) -> plt.Figure:
-    """Three panels over the 0-based index t: beta_t, alpha_bar_t (with sqrt(alpha_bar) dashed) and log-SNR.
+    """Panels over the 0-based index t: beta_t, alpha_bar_t (with sqrt(alpha_bar) dashed) and, with ``log_snr``,
+    log-SNR.
 
     Each schedule has its own colour and marker, so the curves stay apart in greyscale and for colour-blind
     readers; a dotted line marks alpha_bar = 1/2 (half the signal's variance left)."""
