@@ -4,6 +4,7 @@
 """
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -12,6 +13,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
+
+from ddpm_helpers.schedules import NoiseSchedule
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -241,25 +245,76 @@ def test_a_warning_from_the_package_s_own_code_fails_the_test_that_triggers_it(p
     assert [str(w.message) for w in caught] == ["about matplotlib itself"]
 
 
-def notebook_cell_defining(path, name):
-    """The source of the one code cell of the notebook at ``path`` that defines the function ``name``."""
-    cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
-    found = [c for c in cells if re.search(rf"^def {name}\(", c, flags=re.M)]
-    assert len(found) == 1, f"{path.name}: {len(found)} cells define {name}"
-    return found[0]
+
+def exercise(notebook, *functions, **names):
+    """The namespace left by running, in order, the cells of ``notebooks/<notebook>.ipynb`` that define ``functions``
+    (an exercise's stub, checker and solution cells: the checker's own call on the stub then says "not attempted yet",
+    and the solution cell runs its checker), after the common imports and ``names``, which stand in for what the
+    notebook's earlier cells define."""
+    cells = ["".join(c["source"]) for c in json.loads((REPO / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]
+    namespace = dict(names)
+    exec("import math\nimport torch\nfrom ddpm_helpers.schedules import NoiseSchedule, make_betas\n"
+         "from ddpm_helpers.sampling import ddpm_step\nfrom ddpm_helpers.train import TrainConfig", namespace)
+    for function in functions:
+        found = [c for c in cells if re.search(rf"^def {function}\(", c, flags=re.M)]
+        assert len(found) == 1, f"{notebook}: {len(found)} cells define {function}"
+        exec(found[0], namespace)
+    return namespace
 
 
 def test_notebook_01_half_way_checker_accepts_a_one_element_tensor(capsys):
     """The first index where the SNR falls below 1 is naturally written ``(s.snr < 1).nonzero()[0]``, a tensor of
     shape (1,): the checker used to pass it and then fail on formatting it as a percentage."""
-    from ddpm_helpers.schedules import NoiseSchedule
     T = 1000
-    namespace = {"T": T, "seed_schedule": NoiseSchedule.from_name("linear", 300),
-                 "schedules": {name: NoiseSchedule.from_name(name, T) for name in ("linear", "cosine", "sigmoid")}}
-    source = notebook_cell_defining(REPO / "notebooks" / "01_forward_process.ipynb", "check_half_way")
-    exec(source.replace("check_half_way(half_way)", ""), namespace)
+    schedules = {name: NoiseSchedule.from_name(name, T) for name in ("linear", "cosine", "sigmoid")}
+    ns = exercise("01_forward_process", "half_way", "check_half_way", "solution_half_way",
+                  T=T, schedules=schedules, seed_schedule=NoiseSchedule.from_name("linear", 300))
     capsys.readouterr()
-    namespace["check_half_way"](lambda s: (s.snr < 1).nonzero()[0])
+    ns["check_half_way"](lambda s: (s.snr < 1).nonzero()[0])
     assert capsys.readouterr().out.startswith("correct! {'linear': '26% of the steps'")
     with pytest.raises(AssertionError, match="you want the first such t"):
-        namespace["check_half_way"](lambda s: (s.snr < 1).nonzero()[1])
+        ns["check_half_way"](lambda s: (s.snr < 1).nonzero()[1])
+
+
+def cosine_betas_in_float32(T, s=0.008):
+    u = torch.arange(T + 1, dtype=torch.float32) / T
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=0.999)
+
+
+SEED_SCHEDULE = dict(T=300, schedule=NoiseSchedule.from_name("linear", 300), images=torch.zeros(1, 1, 28, 28))
+EXERCISE_VARIANTS = [
+    # (notebook, checker, the solution it is built from, the stand-ins, an answer built from the solution, None when the
+    #  checker must accept it or a part of the message its refusal must give)
+    ("05_training", "lr_multiplier", {}, lambda sol: lambda *a: torch.tensor(sol(*a), dtype=torch.float32), None),
+    ("05_training", "lr_multiplier", {}, lambda sol: lambda step, w, n: sol(step + 1, w, n), "expected"),
+    ("06_sampling_and_evaluation", "ddim_sigma", dict(T=500, schedule=NoiseSchedule.from_name("cosine", 500)),
+     lambda sol: lambda ab_t, ab_prev, eta: eta**2 * sol(ab_t, ab_prev, 1.0), "in proportion to eta"),
+    ("07_conditioning_and_guidance", "drop_labels", {},
+     lambda sol: lambda y, p, gen: torch.where(torch.rand(y.shape, generator=gen) < p, 0, y), "the null class, 10"),
+    ("08_pitfalls_and_exercises", "q_sample", SEED_SCHEDULE, lambda sol: lambda *a: sol(*a).double(), None),
+    ("08_pitfalls_and_exercises", "ddpm_step", SEED_SCHEDULE, lambda sol: lambda *a: sol(*a) + 0.1, "in the mean"),
+    ("08_pitfalls_and_exercises", "ddpm_step", SEED_SCHEDULE,
+     lambda sol: lambda x_t, eps, t, z, sched: sol(x_t, eps, t, 2 * z, sched), "in the noise term"),
+    ("08_pitfalls_and_exercises", "cosine_betas", SEED_SCHEDULE, lambda sol: cosine_betas_in_float32,
+     "only slightly: compute in float64"),
+    ("08_pitfalls_and_exercises", "cosine_betas", SEED_SCHEDULE, lambda sol: lambda T: sol(T, s=0.02),
+     "check the formula"),
+]
+
+
+@pytest.mark.parametrize("notebook, name, names, variant, refusal", EXERCISE_VARIANTS,
+                         ids=[f"{v[0][:2]}-{v[1]}-{v[4] or 'accepted'}" for v in EXERCISE_VARIANTS])
+def test_exercise_checkers_accept_other_correct_forms_and_say_what_is_wrong(notebook, name, names, variant, refusal):
+    """Answers a learner may well write: a float32 or float64 tensor where the solution gives a float (accepted), and
+    mistakes in one part (a message that names that part; before, a wrong mean was blamed on sigma and a wrong cosine
+    formula on float32, the eta check said nothing, and a wrong null class was called 'changed labels')."""
+    checker = {"cosine_betas": "cosine"}.get(name, name)
+    ns = exercise(notebook, f"my_{name}", f"check_{checker}", f"solution_{name}", **names)
+    answer = variant(ns[f"solution_{name}"])
+    if refusal is None:
+        ns[f"check_{checker}"](answer)
+    else:
+        with pytest.raises(AssertionError, match=re.escape(refusal)):
+            ns[f"check_{checker}"](answer)
