@@ -685,3 +685,22 @@ def test_sampling_layout_bad_flags_are_named(args, words):
     assert result.returncode == 2, result.stderr
     for word in words:
         assert word in result.stderr, (word, result.stderr)
+
+
+def test_levers_warm_up_counts_updates_so_a_cuda_graph_row_starts_with_the_others():
+    """A CUDA-graph runner's first step makes GRAPH_WARMUP eager updates before its capture, plus its own; the warm-up
+    must count updates, not calls, or that row's timed losses start GRAPH_WARMUP updates later than every other row's
+    and its mean loss, which should match theirs, reads as a change in the maths."""
+    levers = load_levers_module()
+
+    class GraphLikeRunner:
+        def __init__(self):
+            self.step_count, self.calls = 0, 0
+
+        def step(self):
+            self.calls += 1
+            self.step_count += (levers.GRAPH_WARMUP + 1) if self.calls == 1 else 1
+
+    graph_like = GraphLikeRunner()
+    levers.warm_up(graph_like, 10)
+    assert graph_like.step_count == 10 and graph_like.calls == 10 - levers.GRAPH_WARMUP
