@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ddpm_helpers import viz  # noqa: E402
+from ddpm_helpers.schedules import NoiseSchedule  # noqa: E402
 
 
 @pytest.mark.parametrize("n, nrow", [(8, 8), (16, None), (64, 16), (4, 1)])
@@ -145,3 +146,31 @@ def test_column_labels_sit_over_the_centres_of_their_columns():
         viz.show_images(images[:10], nrow=10, col_labels=range(10), labels=range(10))
     with pytest.raises(TypeError, match="labels must be a non-empty sequence"):
         viz.label_columns(ax, 5)
+
+
+def points_under_legends(fig):
+    """(axes title, line label, number of points) for every plotted line whose points lie inside its axes' legend box."""
+    fig.canvas.draw()
+    covered = []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent()
+        for line in ax.get_lines():
+            xy = ax.transData.transform(line.get_xydata())
+            inside = int(((xy[:, 0] > box.x0) & (xy[:, 0] < box.x1) & (xy[:, 1] > box.y0) & (xy[:, 1] < box.y1)).sum())
+            if inside:
+                covered.append((ax.get_title(), line.get_label(), inside))
+    return covered
+
+
+@pytest.mark.parametrize("names", [("linear", "cosine", "sigmoid"), ("linear",), ("cosine",)])
+def test_schedule_plot_legends_cover_no_curve(names):
+    """Notebook 01 asks the learner to read where the curves cross 1/2; the middle panel's six-entry legend used to
+    hide the cosine sqrt(alpha_bar) curve and the dotted line at 1/2 there."""
+    fig = viz.plot_schedules({name: NoiseSchedule.from_name(name, 1000) for name in names})
+    try:
+        assert points_under_legends(fig) == []
+    finally:
+        plt.close(fig)
