@@ -171,6 +171,31 @@ def test_classifier_free_guidance_combines_predictions():
         assert torch.allclose(predict(Cond(), x, 5, y, scale), torch.full_like(x, -1 + 2 * scale))
 
 
+def test_guidance_scales_0_and_1_cost_one_network_call_of_the_batch_size():
+    """At scale 1 the label's prediction and at scale 0 the null class's is the answer: a second half of the batch
+    would be computed only to be multiplied by zero (notebook 07's sweep at s = 0 took as long as at s = 2)."""
+    from ddpm_helpers.sampling import predict
+
+    class Counting(nn.Module):
+        num_classes = 10
+
+        def __init__(self):
+            super().__init__()
+            self.labels_seen = []
+
+        def forward(self, x, t, y=None):
+            self.labels_seen.append(y.tolist())
+            return x + y.float()[:, None, None, None]
+
+    x, y = torch.randn(3, 1, 2, 2), torch.tensor([1, 2, 3])
+    expected = {0.0: [[10, 10, 10]], 1.0: [[1, 2, 3]], 2.5: [[1, 2, 3, 10, 10, 10]]}
+    for scale, calls in expected.items():
+        model = Counting()
+        out = predict(model, x, 5, y, scale)
+        assert model.labels_seen == calls
+        assert torch.allclose(out, x + 10 + scale * (y.float() - 10)[:, None, None, None])
+
+
 # ---- DPM-Solver++(2M) -----------------------------------------------------------------------------
 
 def float64_dpm_sigmas(ref, name, T):

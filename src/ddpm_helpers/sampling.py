@@ -211,7 +211,10 @@ def predict(
     y: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
 ) -> torch.Tensor:
-    """The network's output at index ``t``, with classifier-free guidance when ``y`` is given and the scale is not 1."""
+    """The network's output at index ``t``, with classifier-free guidance when ``y`` is given and the scale is not 1.
+
+    Scale 1 is the conditional prediction and scale 0 the unconditional one (the null class), each one network call;
+    any other scale mixes the two, computed as one batch of twice the size."""
     t = check_int("t", t, min_value=0)  # predict() is not told T: sample() and the step functions check the top
     check_float("guidance_scale", guidance_scale, min_value=0.0)
     check_tensor("x_t", x_t, floating=True)
@@ -227,6 +230,8 @@ def predict(
     if guidance_scale == 1.0:
         return check_model_output(model(x_t, t_batch, y), x_t.shape)
     null = torch.full_like(y, model.num_classes)
+    if guidance_scale == 0.0:  # the label drops out: the unconditional prediction alone, one batch instead of two
+        return check_model_output(model(x_t, t_batch, null), x_t.shape)
     both = check_model_output(model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null])),
                               (2 * x_t.shape[0], *x_t.shape[1:]))
     cond, uncond = both.chunk(2)
