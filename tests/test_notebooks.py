@@ -245,7 +245,6 @@ def test_a_warning_from_the_package_s_own_code_fails_the_test_that_triggers_it(p
     assert [str(w.message) for w in caught] == ["about matplotlib itself"]
 
 
-
 def exercise(notebook, *functions, **names):
     """The namespace left by running, in order, the cells of ``notebooks/<notebook>.ipynb`` that define ``functions``
     (an exercise's stub, checker and solution cells: the checker's own call on the stub then says "not attempted yet",
@@ -285,8 +284,8 @@ def cosine_betas_in_float32(T, s=0.008):
 
 SEED_SCHEDULE = dict(T=300, schedule=NoiseSchedule.from_name("linear", 300), images=torch.zeros(1, 1, 28, 28))
 EXERCISE_VARIANTS = [
-    # (notebook, checker, the solution it is built from, the stand-ins, an answer built from the solution, None when the
-    #  checker must accept it or a part of the message its refusal must give)
+    # (notebook, the exercise's name after my_ / check_ / solution_, stand-ins for the notebook's earlier cells, an answer
+    #  built from the solution, and None where the checker must accept it or a part of the message its refusal gives)
     ("05_training", "lr_multiplier", {}, lambda sol: lambda *a: torch.tensor(sol(*a), dtype=torch.float32), None),
     ("05_training", "lr_multiplier", {}, lambda sol: lambda step, w, n: sol(step + 1, w, n), "expected"),
     ("06_sampling_and_evaluation", "ddim_sigma", dict(T=500, schedule=NoiseSchedule.from_name("cosine", 500)),

@@ -158,7 +158,7 @@ def points_under_legends(fig):
             continue
         box = legend.get_window_extent()
         for line in ax.get_lines():
-            xy = ax.transData.transform(line.get_xydata())
+            xy = line.get_transform().transform(line.get_xydata())  # display coordinates, axhline's too
             inside = int(((xy[:, 0] > box.x0) & (xy[:, 0] < box.x1) & (xy[:, 1] > box.y0) & (xy[:, 1] < box.y1)).sum())
             if inside:
                 covered.append((ax.get_title(), line.get_label(), inside))

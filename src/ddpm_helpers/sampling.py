@@ -227,11 +227,9 @@ def predict(
                              "guidance_scale at 1.0")
         return check_model_output(model(x_t, t_batch), x_t.shape)
     _check_labels(y, model, x_t.shape[0])
-    if guidance_scale == 1.0:
-        return check_model_output(model(x_t, t_batch, y), x_t.shape)
     null = torch.full_like(y, model.num_classes)
-    if guidance_scale == 0.0:  # the label drops out: the unconditional prediction alone, one batch instead of two
-        return check_model_output(model(x_t, t_batch, null), x_t.shape)
+    if guidance_scale in (0.0, 1.0):  # one prediction alone: a doubled batch would be mixed with weights 1 and 0
+        return check_model_output(model(x_t, t_batch, y if guidance_scale == 1.0 else null), x_t.shape)
     both = check_model_output(model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null])),
                               (2 * x_t.shape[0], *x_t.shape[1:]))
     cond, uncond = both.chunk(2)

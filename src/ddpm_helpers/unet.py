@@ -67,8 +67,9 @@ class ResBlock(nn.Module):
         self.norm2 = _norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # the residual branch starts at zero: each block starts as its skip path
-        # (the identity where in_ch == out_ch), which keeps early training stable
+        # the residual branch starts at zero: each block starts as its skip path (the identity where in_ch ==
+        # out_ch), which keeps early training stable
+        nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 

@@ -175,14 +175,14 @@ def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) ->
         axes[2].set(title=r"log-SNR $=\log\frac{\bar\alpha_t}{1-\bar\alpha_t}$", xlabel="t (0-based)",
                     ylabel="log-SNR")
         axes[2].axhline(0, color="gray", lw=0.5)
-    for ax in axes[::2]:
-        ax.legend(fontsize=9 if len(schedules) <= 3 else 8)
-    # the other panels name the colours; here a legend of the three line styles stays clear of the curves
+    # the other panels name the colours; the middle one names its three line styles, a legend clear of the curves
     axes[1].legend(handles=[Line2D([], [], color="k", label=r"$\bar\alpha_t$"),
                             Line2D([], [], color="k", ls="--", label=r"$\sqrt{\bar\alpha_t}$"),
                             Line2D([], [], color="gray", lw=0.8, ls=":", label=r"$\bar\alpha_t = 1/2$")],
                    fontsize=9, loc="upper right")
     for ax in axes:
+        if ax is not axes[1]:
+            ax.legend(fontsize=9 if len(schedules) <= 3 else 8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
