@@ -177,6 +177,26 @@ def test_ddp_throughput_smoke_compares_one_and_two_processes():
     assert all(r["images_per_second"] > 0 and math.isfinite(r["images_per_second"]) for r in runs)
 
 
+def test_ddp_throughput_workers_end_past_the_teardown_of_the_process_group(tmp_path):
+    """A worker ends at once after its result: an abort in PyTorch's teardown (destroy_process_group, or at exit)
+    cannot fail a finished measurement. Here both are made to abort, the way gloo sometimes did in CI."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""\
+        import atexit, os, sys
+        if sys.argv[0].endswith("ddp_throughput.py") and "--worker" in sys.argv:  # not the launcher, not torchrun
+            import torch.distributed
+            torch.distributed.destroy_process_group = lambda *args, **kwargs: os.abort()
+            atexit.register(os.abort)
+    """))
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--smoke",
+                             "--nproc", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(
+                                [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "2 process(es) x 1 thread(s)" in result.stdout
+    path = Path([line for line in result.stdout.splitlines() if line.startswith("wrote ")][0][len("wrote "):])
+    path.unlink()
+
+
 def run_script(name, *args, timeout=300):
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1",
