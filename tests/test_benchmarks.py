@@ -160,18 +160,20 @@ def test_cpu_track_bad_flag_is_named():
     assert result.returncode == 2 and "--guidance" in result.stderr and "'2,-1'" in result.stderr
 
 
+def run_ddp_smoke(nproc, **env):
+    """``ddp_throughput.py --smoke --nproc NPROC`` (its own OMP_NUM_THREADS per configuration), ``env`` added."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--smoke",
+                           "--nproc", nproc], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
+
+
 def test_ddp_throughput_smoke_compares_one_and_two_processes():
     before = RESULTS_MD.read_bytes()
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--smoke",
-                             "--nproc", "1,2"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = run_ddp_smoke("1,2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert RESULTS_MD.read_bytes() == before
-    path = Path([line for line in result.stdout.splitlines() if line.startswith("wrote ")][0][len("wrote "):])
-    try:
-        runs = json.loads(path.read_text())["runs"]
-    finally:
-        path.unlink(missing_ok=True)
+    (saved,) = saved_results(result.stdout)
+    runs = saved["runs"]
     assert [r["processes"] for r in runs] == [1, 2]
     assert [r["global_batch"] for r in runs] == [16, 32]
     assert all(r["images_per_second"] > 0 and math.isfinite(r["images_per_second"]) for r in runs)
@@ -187,14 +189,12 @@ def test_ddp_throughput_workers_end_past_the_teardown_of_the_process_group(tmp_p
             torch.distributed.destroy_process_group = lambda *args, **kwargs: os.abort()
             atexit.register(os.abort)
     """))
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--smoke",
-                             "--nproc", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(
-                                [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    result = run_ddp_smoke("2", PYTHONPATH=path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "2 process(es) x 1 thread(s)" in result.stdout
-    path = Path([line for line in result.stdout.splitlines() if line.startswith("wrote ")][0][len("wrote "):])
-    path.unlink()
+    (saved,) = saved_results(result.stdout)
+    assert [r["processes"] for r in saved["runs"]] == [2]
 
 
 def run_script(name, *args, timeout=300):
