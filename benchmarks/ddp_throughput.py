@@ -64,21 +64,6 @@ def worker(args) -> None:
             "seconds": seconds, "images_per_second": config.batch_size * world * args.steps / seconds}), flush=True)
 
 
-def leave_without_teardown() -> None:
-    """End a worker at once, past PyTorch's teardown of the process group and of the interpreter.
-
-    Every rank gets here after the last barrier, so no message is still on its way, and the one product, the
-    RESULT line, is flushed. The teardown itself now and then aborts under gloo after the result was printed:
-    "terminate called without an active exception" (SIGABRT), seen twice in this smoke (CI on Python 3.11, a run on
-    3.13; torch 2.14.1) and in none of about 60 runs by hand. A PyTorch pull request (pytorch/pytorch#179291)
-    describes gloo threads that reach for the GIL while the interpreter shuts down. The abort lost nothing but turned
-    a finished measurement into a failed run, so the worker skips the teardown.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def run_configuration(command: list[str], env: dict, grace: float = 5.0) -> tuple[int, str, str]:
     """Run one configuration (``python`` or ``torchrun``) to its end: (exit code, stdout, stderr).
 
@@ -124,8 +109,8 @@ def main() -> int:
     args.steps = args.steps or (3 if args.smoke else 40)
     args.warmup = args.warmup or (1 if args.smoke else 5)
     if args.worker:
-        worker(args)
-        leave_without_teardown()
+        worker(args)  # every rank has passed the last barrier and the RESULT line is printed:
+        distributed.leave_without_teardown(0)  # PyTorch's teardown aborted here once in CI (SIGABRT), so skip it
 
     gpus = torch.cuda.device_count()
     if gpus and max(args.nproc) > gpus:

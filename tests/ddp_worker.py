@@ -51,7 +51,8 @@ def main() -> None:
         "interrupted": interrupted, "step": trainer.step,
         "rng_digest": hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest(),
     }))
-    distributed.shutdown()
+    distributed.barrier()  # every rank has written its files
+    distributed.leave_without_teardown(0)  # past PyTorch's teardown, which now and then aborts under gloo
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,9 @@ DROPOUT_CONFIG = {**CONFIG, "dropout": 0.3}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def torchrun(*args, nproc=2, timeout=240):
+def torchrun(*args, nproc=2, timeout=240, **env):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**ENV, **env})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -163,3 +164,29 @@ def test_cli_trains_under_torchrun(tmp_path):
     assert config["world_size"] == 2 and config["global_batch_size"] == 64
     assert [p.name for p in list_checkpoints(out)] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+
+def test_leave_without_teardown_flushes_the_output_and_exits_with_the_code_at_once():
+    code = ("import atexit, sys; from ddpm_helpers import distributed; atexit.register(print, 'atexit ran'); "
+            "print('written', end=''); print('to stderr', end='', file=sys.stderr); "
+            "distributed.leave_without_teardown(3); print('after')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "written", "to stderr")
+
+def test_cli_under_torchrun_ends_past_the_teardown_of_the_process_group(tmp_path):
+    """Each rank leaves at once when its work is done: an abort in PyTorch's teardown (destroy_process_group, or
+    at the interpreter's exit), which gloo now and then did in CI, can neither stop rank 0 while it samples nor
+    fail a finished run. Here both are made to abort in the ranks that torchrun starts."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""\
+        import atexit, os
+        if "LOCAL_RANK" in os.environ:  # a rank torchrun started, not torchrun itself
+            import torch.distributed
+            torch.distributed.destroy_process_group = lambda *args, **kwargs: os.abort()
+            atexit.register(os.abort)
+    """))
+    out = tmp_path / "cli"
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    torchrun("-m", "ddpm_helpers", "train", "--preset", "smoke", "--steps", "2", "--num-samples", "4",
+             "--eval-samples", "20", "--out", out, PYTHONPATH=path)
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+    assert torch.load(out / "samples.pt", weights_only=True).shape == (4, 1, 28, 28)

@@ -222,9 +222,8 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - start
-    distributed.barrier()
-    distributed.shutdown()  # the rest (samples, metrics) is rank 0's work alone
-    if not main_rank:
+    distributed.barrier()  # every rank has taken its last step and rank 0 has saved it
+    if not main_rank:  # the rest (samples, metrics) is rank 0's work alone
         return 0
     from .viz import plot_loss
 
@@ -415,6 +414,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
+        code = _run(args)
+    except BaseException:  # an unexpected error: PyTorch's usual teardown, and Python prints the traceback
+        distributed.shutdown()
+        raise
+    if distributed.is_distributed():  # under torchrun every rank ends here, its files written: skip the teardown,
+        distributed.leave_without_teardown(code)  # which sometimes aborts under gloo (see that function)
+    return code
+
+
+def _run(args) -> int:
+    """The command's exit status; the errors a user can mend become a one-line message and status 1, 2 or 130."""
+    try:
         return args.func(args)
     except KeyboardInterrupt:
         print("\nstopped by the user (the newest checkpoint, if any, is in the output folder)", file=sys.stderr)
@@ -429,6 +440,4 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}  (set DDPM_DEBUG=1 for a traceback)", file=sys.stderr)
         return 2
-    finally:
-        distributed.shutdown()
 
