@@ -12,11 +12,12 @@ indices (and the same timesteps and noise) from generators seeded identically, t
 disjoint slice of ``batch_size``. The averaged gradient is then exactly the gradient of one process
 training on the global batch: ``torchrun`` with 2 ranks of 64 is the same maths as 1 process with
 128 (up to the order of floating-point sums), which the tests check. Dropout masks are the one exception:
-each rank draws its own (``Trainer.rank_rng``), so with dropout the match is in distribution only. Rank 0 alone keeps the EMA,
-writes checkpoints, logs and draws progress bars; every rank reads the checkpoint to resume. Ctrl-C
+each rank draws its own (``Trainer.rank_rng``), so with dropout the match is in distribution only. Rank 0 alone
+keeps the EMA, writes checkpoints, logs and draws progress bars; every rank reads the checkpoint to resume. Ctrl-C
 (or SIGTERM under the CLI) reaching any rank stops every rank after the same step, and rank 0 saves it:
-``Trainer.fit`` asks all ranks after each step (:func:`any_across_ranks`). When the work is done, the command line ends every rank
-with :func:`leave_without_teardown`, past PyTorch's teardown, which now and then aborts under gloo.
+``Trainer.fit`` asks all ranks after each step (:func:`any_across_ranks`). When its work is done, the command
+line ends each rank with :func:`leave_without_teardown`, past PyTorch's teardown, which now and then aborts
+under gloo.
 
 The backend is chosen automatically: ``nccl`` when the ranks have GPUs, ``gloo`` on CPUs. A plain
 ``python -m ddpm_helpers train`` (no torchrun) runs in one process exactly as before.
