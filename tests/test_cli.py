@@ -1,5 +1,6 @@
 """The command line: the smoke preset end to end, sample and evaluate, and clear errors."""
 
+import contextlib
 import json
 import os
 import signal
@@ -234,3 +235,25 @@ def test_restart_keeps_the_earlier_run(tmp_path):
     assert [p.name for p in list_checkpoints(out)] == ["ckpt_00000001.pt"]
     backups = list(out.glob("previous-*"))
     assert len(backups) == 1 and len(list(backups[0].glob("ckpt_*.pt"))) == 2
+
+
+@pytest.mark.parametrize("error", [None, RuntimeError("a bug")])
+def test_under_torchrun_every_rank_leaves_without_teardown_with_its_status(monkeypatch, capsys, error):
+    """Under torchrun the command ends each rank with leave_without_teardown (tested in test_distributed.py), and an
+    unexpected error prints its traceback first, then leaves with status 1; in a single process it is raised."""
+    def command(args):
+        if error is not None:
+            raise error
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_sample", command)
+    left = []
+    monkeypatch.setattr(cli.distributed, "leave_without_teardown", left.append)  # instead of os._exit
+    with pytest.raises(RuntimeError, match="a bug") if error else contextlib.nullcontext():
+        cli.main(["sample", "--run", "nowhere"])  # a single process
+    assert left == []
+    monkeypatch.setattr(cli.distributed, "is_distributed", lambda: True)
+    cli.main(["sample", "--run", "nowhere"])
+    assert left == [1 if error else 0]
+    if error:
+        assert "RuntimeError: a bug" in capsys.readouterr().err

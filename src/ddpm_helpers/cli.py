@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -415,9 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         code = _run(args)
-    except BaseException:  # an unexpected error: PyTorch's usual teardown, and Python prints the traceback
-        distributed.shutdown()
-        raise
+    except Exception:  # an unexpected error, a bug: Python prints the traceback
+        if not distributed.is_distributed():
+            raise
+        traceback.print_exc()  # under torchrun print it here, as the other ranks may have left the group already
+        code = 1
     if distributed.is_distributed():  # under torchrun every rank ends here, its files written: skip the teardown,
         distributed.leave_without_teardown(code)  # which sometimes aborts under gloo (see that function)
     return code
