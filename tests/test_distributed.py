@@ -173,6 +173,7 @@ def test_leave_without_teardown_flushes_the_output_and_exits_with_the_code_at_on
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "written", "to stderr")
 
+
 def test_cli_under_torchrun_ends_past_the_teardown_of_the_process_group(tmp_path):
     """Each rank leaves at once when its work is done: an abort in PyTorch's teardown (destroy_process_group, or
     at the interpreter's exit), which gloo now and then did in CI, can neither stop rank 0 while it samples nor
