@@ -1,6 +1,7 @@
 """Shared test set-up: MNIST from ../shared/data (never the network), small thread counts, tiny configs."""
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,18 @@ def tiny_config():
     return TrainConfig(num_timesteps=50, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                        attention_levels=(1,), dropout=0.1, steps=20, batch_size=8, lr=1e-3, warmup_steps=2,
                        checkpoint_every=10, keep_last=5, progress=False)
+
+
+@pytest.fixture()
+def teardown_aborts(tmp_path) -> str:
+    """A PYTHONPATH under which every rank that torchrun starts (``LOCAL_RANK`` set; not torchrun itself, not a
+    plain process) aborts in PyTorch's teardown: ``destroy_process_group`` and the interpreter's exit both call
+    ``os.abort()``, the SIGABRT that gloo now and then gave in CI. A rank that skips the teardown is unaffected."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""\
+        import atexit, os
+        if "LOCAL_RANK" in os.environ:
+            import torch.distributed
+            torch.distributed.destroy_process_group = lambda *args, **kwargs: os.abort()
+            atexit.register(os.abort)
+    """))
+    return os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))

@@ -179,18 +179,10 @@ def test_ddp_throughput_smoke_compares_one_and_two_processes():
     assert all(r["images_per_second"] > 0 and math.isfinite(r["images_per_second"]) for r in runs)
 
 
-def test_ddp_throughput_workers_end_past_the_teardown_of_the_process_group(tmp_path):
+def test_ddp_throughput_workers_end_past_the_teardown_of_the_process_group(teardown_aborts):
     """A worker ends at once after its result: an abort in PyTorch's teardown (destroy_process_group, or at exit)
     cannot fail a finished measurement. Here both are made to abort, the way gloo sometimes did in CI."""
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""\
-        import atexit, os, sys
-        if sys.argv[0].endswith("ddp_throughput.py") and "--worker" in sys.argv:  # not the launcher, not torchrun
-            import torch.distributed
-            torch.distributed.destroy_process_group = lambda *args, **kwargs: os.abort()
-            atexit.register(os.abort)
-    """))
-    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
-    result = run_ddp_smoke("2", PYTHONPATH=path)
+    result = run_ddp_smoke("2", PYTHONPATH=teardown_aborts)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "2 process(es) x 1 thread(s)" in result.stdout
     (saved,) = saved_results(result.stdout)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -174,20 +173,12 @@ def test_leave_without_teardown_flushes_the_output_and_exits_with_the_code_at_on
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "written", "to stderr")
 
 
-def test_cli_under_torchrun_ends_past_the_teardown_of_the_process_group(tmp_path):
+def test_cli_under_torchrun_ends_past_the_teardown_of_the_process_group(tmp_path, teardown_aborts):
     """Each rank leaves at once when its work is done: an abort in PyTorch's teardown (destroy_process_group, or
     at the interpreter's exit), which gloo now and then did in CI, can neither stop rank 0 while it samples nor
     fail a finished run. Here both are made to abort in the ranks that torchrun starts."""
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""\
-        import atexit, os
-        if "LOCAL_RANK" in os.environ:  # a rank torchrun started, not torchrun itself
-            import torch.distributed
-            torch.distributed.destroy_process_group = lambda *args, **kwargs: os.abort()
-            atexit.register(os.abort)
-    """))
     out = tmp_path / "cli"
-    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     torchrun("-m", "ddpm_helpers", "train", "--preset", "smoke", "--steps", "2", "--num-samples", "4",
-             "--eval-samples", "20", "--out", out, PYTHONPATH=path)
+             "--eval-samples", "20", "--out", out, PYTHONPATH=teardown_aborts)
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
     assert torch.load(out / "samples.pt", weights_only=True).shape == (4, 1, 28, 28)
