@@ -50,7 +50,9 @@ def test_every_cell_has_its_own_id(path):
 
 def math_problems(markdown):
     """Why a markdown cell's maths would render wrongly, or []: an odd number of ``$`` outside code (an unclosed
-    formula), or a ``$`` right before a backtick, which GitHub and GitLab read as their own inline maths, $`...`$."""
+    formula), a ``$`` right before a backtick, which GitHub and GitLab read as their own inline maths, $`...`$, or a
+    literal backslash-n in the prose (outside formulas, where ``\\nabla`` is LaTeX, and outside code), which renders as
+    the two characters instead of a line break."""
     text = re.sub(r"```.*?```", "", markdown, flags=re.S)            # fenced code blocks
     problems = [f"GitHub reads $` as maths: ...{text[max(0, m.start() - 40):m.end() + 20]}..."
                 for m in re.finditer(r"\$`", text)]
@@ -59,6 +61,9 @@ def math_problems(markdown):
         problems.append("an odd number of $ signs: a formula is not closed")
     if prose.count("$$") % 2:
         problems.append("an odd number of $$: a display formula is not closed")
+    words = re.sub(r"\$\$.*?\$\$|\$[^$]*\$", "", prose, flags=re.S)   # prose outside the formulas
+    problems += [f"a literal \\n in the text (a line break typed as an escape): ...{words[max(0, m.start() - 30):m.end() + 20]}..."
+                 for m in re.finditer(r"\\n", words)]
     return problems
 
 
@@ -67,6 +72,8 @@ def test_math_problems_are_found():
     assert "GitHub reads" in math_problems(r"$\prod(1-$`betas`$)$")[0]
     assert len(math_problems(r"$a$ and $b")) == 1
     assert math_problems(r"$$a$$ $$b") == ["an odd number of $$: a display formula is not closed"]
+    assert math_problems(r"$\nabla \neq \nu$ and $$\nabla$$ and `print('\n')`") == []   # LaTeX and code keep their \n
+    assert "a literal \\n" in math_problems(r"notebook 03,\nsection 5")[0]                 # stop 33's typo in 06
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
