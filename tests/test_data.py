@@ -74,6 +74,7 @@ def test_a_damaged_unpacked_file_falls_back_to_the_gz_beside_it(data_dir, tmp_pa
 def test_no_data_and_no_network_names_the_three_ways(tmp_path, monkeypatch):
     monkeypatch.delenv("DDPM_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataNotFoundError) as err:
         load_mnist("train", tmp_path / "empty", download=False)
     message = str(err.value)
@@ -84,6 +85,7 @@ def test_no_data_and_no_network_names_the_three_ways(tmp_path, monkeypatch):
 def test_shipped_subset_is_used_only_when_allowed_and_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("DDPM_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
     with pytest.warns(UserWarning, match="subset shipped with the package"):
         x, y = load_mnist("train", tmp_path / "empty", allow_subset=True, download=False)
     assert x.shape == (5000, 1, 28, 28)

@@ -18,7 +18,8 @@ from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import Preset, get_preset, preset_for
 from ddpm_helpers.sampling import (DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict,
                                    sample)
-from ddpm_helpers.schedules import NoiseSchedule, cosine_betas, extract, linear_betas, make_betas, sigmoid_betas
+from ddpm_helpers.schedules import (NoiseSchedule, cosine_betas, extract, linear_betas, make_betas, noise_like,
+                                    sigmoid_betas)
 from ddpm_helpers.pretrained import load_pretrained
 from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, has_native_bf16, model_has_dropout,
                                 seed_everything, select_device)
@@ -230,6 +231,11 @@ CASES = [
     # data
     ("split", lambda: load_mnist("validation"), ValueError, "split must be one of 'train', 'test'"),
     ("limit 0", lambda: load_mnist("test", limit=0), ValueError, r"limit must be an integer in \[1, inf\]"),
+    ("mnist root missing", lambda: load_mnist("test", "/no/such/folder", allow_subset=True, download=False),
+     NotADirectoryError, "root must be an existing folder holding the MNIST IDX files, got '/no/such/folder', "
+     "which does not exist"),
+    ("mnist root a file", lambda: load_mnist("test", __file__, allow_subset=True, download=False), NotADirectoryError,
+     "root must be an existing folder .*, which is a file"),
     # training
     ("config schedule", lambda: TrainConfig(schedule="cos"), ValueError, "schedule must be one of"),
     ("config memory_format", lambda: TrainConfig(memory_format="nhwc"), ValueError,
@@ -375,6 +381,13 @@ CASES = [
     ("simple unet channels", lambda: SimpleUNet(num_timesteps=10)(torch.zeros(2, 3, 8, 8), T2), ValueError,
      r"x must have 1 channel\(s\), got shape \(2, 3, 8, 8\)"),
     ("drop_labels float labels", lambda: drop_labels(torch.zeros(3), 10, 0.5), TypeError, "y must have an integer dtype"),
+    ("drop_labels label above the null class", lambda: drop_labels(torch.tensor([12, 2]), 10, 0.5), ValueError,
+     r"y must hold labels in \[0, 10\] \(10: the null class\), got values in \[2, 12\]"),
+    ("drop_labels negative label, p 0", lambda: drop_labels(torch.tensor([-3, 2]), 10, 0.0), ValueError,
+     r"y must hold labels in \[0, 10\] .*got values in \[-3, 2\]"),
+    ("noise_like x not a tensor", lambda: noise_like(3), TypeError, "x must be a torch.Tensor, got int"),
+    ("distributed init device int", lambda: distributed.init(3), ValueError,
+     "device must be a torch device such as 'cpu'.*got 3"),
     # found by the review of 2026-12-05
     ("loss min_snr_gamma negative", lambda: diffusion_loss(NET, S, X, min_snr_gamma=-1.0), ValueError,
      r"min_snr_gamma must be a finite number in \(0.0, inf"),

@@ -150,9 +150,16 @@ def _load_subset(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_mnist(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
-    """Paths of the image and label files of ``split`` in the first folder that has both, else None."""
+    """Paths of the image and label files of ``split`` in the first folder that has both, else None.
+
+    ``root``, when given, must be an existing folder: a mistyped path is refused rather than passed over (the search
+    would go on to ``DDPM_DATA_DIR`` and the cache, and a run allowed the subset would quietly train on it).
+    """
     check_choice("split", split, SPLITS)
-    check_path("root", root, "a folder", optional=True)
+    folder = check_path("root", root, "a folder", optional=True)
+    if folder is not None and not folder.is_dir():
+        raise NotADirectoryError(f"root must be an existing folder holding the MNIST IDX files, got {str(root)!r}, "
+                                 + ("which is a file" if folder.exists() else "which does not exist"))
     images_name, labels_name = FILES[split]
     for _, folder in _search_folders(root):
         images, labels = _find_file(folder, images_name), _find_file(folder, labels_name)

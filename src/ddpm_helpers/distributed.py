@@ -75,6 +75,7 @@ def init(device: torch.device) -> torch.device:
 
     On CUDA each rank takes GPU ``LOCAL_RANK``. Call once per process, before building the Trainer.
     """
+    device = check_device("device", device)
     if env_world_size() == 1 or is_distributed():
         return device
     if not dist.is_available():

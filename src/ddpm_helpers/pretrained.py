@@ -37,7 +37,7 @@ def load_pretrained(name: str = "mnist-cpu", device: str | torch.device = "cpu",
     """(model in eval mode, its noise schedule, its TrainConfig) of a shipped pretrained model.
 
     ``memory_format`` chooses the model's layout as :func:`~ddpm_helpers.train.apply_memory_format` does: by
-    default channels-last on a CPU, where it samples 1.4 to 1.7 times faster.
+    default channels-last on a CPU, where it sampled 1.37 times faster (``benchmarks/sampling_layout.py``).
     """
     from safetensors.torch import load_file
 
