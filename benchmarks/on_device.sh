@@ -14,6 +14,10 @@
 # scripts/run_notebook.py, which saves after every cell (with each cell's seconds), so a stopped one keeps what ran,
 # and a kept one is in $OUT even if the whole call is cut off. Their kernels see the warnings (PYTHONWARNINGS is
 # unset for them), so that run_notebook.py's summary in log.txt lists the ones that full runs on a GPU print.
+# CALL_LIMIT=S (the device tool's timeout_s less a few seconds) also shortens each command's limit to what is left of
+# S seconds since this script started, less 25 s for the stop and the copies, and skips a command when nothing is
+# left: so the set-up (installing the wheels, the first import of torch) cannot push the last copies past the tool's
+# limit, where a killed call brings nothing back from this script. log.txt records the set-up's seconds.
 set -uo pipefail
 : "${OUT:?OUT is not set: run this through the device tool, or set OUT to a folder}"
 if [ -z "${SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then  # SKIP_WHEELS=1: test it on a CPU here
@@ -25,7 +29,12 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 if ! command -v python > /dev/null; then  # the commands say "python"; the device may only have "python3"
   mkdir -p /tmp/shim && ln -sf "$(command -v python3)" /tmp/shim/python && export PATH="/tmp/shim:$PATH"
 fi
-[ -d .data/MNIST/raw ] && export DDPM_DATA_DIR="$PWD/.data"
+if [ -d .data/MNIST/raw ]; then
+  export DDPM_DATA_DIR="$PWD/.data"
+elif [ -z "${DDPM_DATA_DIR:-}" ]; then  # offline, load_mnist would first try a download that cannot succeed
+  echo "no MNIST here: name .data in the device tool's carry (bash scripts/device_wheels.sh fills it)" >&2
+  exit 2
+fi
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
 unset DDPM_SMOKE
 notebook() {  # notebook NAME [keep]: run notebooks/NAME.ipynb top to bottom (inline figures: no Agg), saved per cell
@@ -36,11 +45,23 @@ notebook() {  # notebook NAME [keep]: run notebooks/NAME.ipynb top to bottom (in
 export -f notebook
 mkdir -p "$OUT/results"
 { nvidia-smi 2>&1 || true; python3 -c "import torch; print('torch', torch.__version__)"; } > "$OUT/machine.txt"
+echo "=== set-up took $SECONDS s" | tee -a "$OUT/log.txt"
 status=0
 for cmd in "$@"; do
-  echo "=== $(date -u +%FT%TZ) $cmd" | tee -a "$OUT/log.txt"
+  limit=${CMD_LIMIT:-0}
+  if [ -n "${CALL_LIMIT:-}" ]; then
+    left=$(( CALL_LIMIT - SECONDS - 25 ))
+    if [ "$left" -lt 1 ]; then
+      echo "=== skipped, CALL_LIMIT reached: $cmd" | tee -a "$OUT/log.txt"
+      status=124
+      continue
+    fi
+    if [ "$limit" -eq 0 ] || [ "$left" -lt "$limit" ]; then limit=$left; fi
+  fi
+  if [ "$limit" -eq 0 ]; then shown="no limit"; else shown="limit $limit s"; fi
+  echo "=== $(date -u +%FT%TZ) ($shown) $cmd" | tee -a "$OUT/log.txt"
   start=$(date +%s)
-  timeout --kill-after=15 "${CMD_LIMIT:-0}" bash -c "$cmd" 2>&1 | tee -a "$OUT/log.txt"  # rc 124: over CMD_LIMIT
+  timeout --kill-after=15 "$limit" bash -c "$cmd" 2>&1 | tee -a "$OUT/log.txt"  # rc 124: over the limit
   rc=${PIPESTATUS[0]}
   echo "=== rc=$rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
   [ "$rc" -ne 0 ] && status=$rc

@@ -38,9 +38,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "machine"
 
 
-def code_cell(nb, starts_with: str):
+# The cells the evidence comes from: (notebook, a line of the cell's source, found anywhere in it, and the phrases of
+# its printed output that the parsers below read). tests/test_run_notebook.py checks them against the notebooks, so
+# that an edit of a notebook cannot make this script quietly miss a cell (it once looked for how a cell *began*, and
+# two cells had gained a comment line on top).
+CELLS = {
+    "05-announce": ("05", "RUN_NAME =", ("training preset", "bf16 autocast:")),
+    "05-trained": ("05", "trainer = Trainer(", ("trained to step", "s in this session)")),
+    "05-samples": ("05", "viz.show_images(samples_ema", ()),
+    "06-table": ("06", 'print(f"{NUM_EVAL} images per setting', ("images per setting, on", "FD ranges", "every setting")),
+    "06-model": ("06", "def newest_checkpoint", ("model source:",)),
+    "06-nearest": ("06", "def nearest_train", ("median distance to the nearest training image:",)),
+    "06-samplers": ("06", "rows = torch.cat", ()),
+}
+PICTURES = ("05-samples", "06-samplers")
+
+
+def code_cell(nb, key: str):
+    """The first code cell of ``nb`` whose source contains the line of ``CELLS[key]``, or None."""
+    marker = CELLS[key][1]
     for cell in nb.cells:
-        if cell.cell_type == "code" and cell.source.lstrip().startswith(starts_with):
+        if cell.cell_type == "code" and marker in cell.source:
             return cell
     return None
 
@@ -113,14 +131,14 @@ def parse_table(text: str) -> list[dict]:
 
 def notebook05(nb) -> dict:
     out = {}
-    announced = stream_text(code_cell(nb, "RUN_NAME ="))
+    announced = stream_text(code_cell(nb, "05-announce"))
     match = re.search(r"training preset '(\w+)' on (\S+) for (\d+) steps", announced)
     if match:
         out.update(preset=match[1], device=match[2], steps=int(match[3]))
     match = re.search(r"bf16 autocast: (True|False)", announced)
     if match:
         out["bf16"] = match[1] == "True"
-    trained = stream_text(code_cell(nb, "trainer = Trainer("))
+    trained = stream_text(code_cell(nb, "05-trained"))
     match = re.search(r"trained to step (\d+) \(([\d.]+) s in this session\)", trained)
     if match:
         out.update(trained_to_step=int(match[1]), train_seconds=float(match[2]))
@@ -128,10 +146,10 @@ def notebook05(nb) -> dict:
 
 
 def notebook06(nb) -> dict:
-    table_cell = code_cell(nb, 'print(f"{NUM_EVAL} images per setting')
+    table_cell = code_cell(nb, "06-table")
     text = stream_text(table_cell)
     out = {"table": parse_table(text)}
-    source = re.search(r"model source: (.*)", stream_text(code_cell(nb, "def newest_checkpoint")))
+    source = re.search(r"model source: (.*)", stream_text(code_cell(nb, "06-model")))
     if source:  # (1) notebook 05's checkpoint; (2) the shipped model, when 05 did not finish; (3) one trained in 06
         out.update(model_source=source[1], model_from_notebook_05=source[1].startswith("(1)"))
     match = re.search(r"(\d+) images per setting, on (\S+)", text)
@@ -140,7 +158,7 @@ def notebook06(nb) -> dict:
     verdict = [line for line in text.splitlines() if line.startswith(("every setting", "FD ranges"))]
     if verdict:
         out["verdict"] = verdict[0]
-    nn = re.search(r"median distance to the nearest training image: .*", stream_text(code_cell(nb, "def nearest_train")))
+    nn = re.search(r"median distance to the nearest training image: .*", stream_text(code_cell(nb, "06-nearest")))
     if nn:
         out["nearest_neighbour"] = nn[0]
     return out
@@ -165,12 +183,20 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine, "date": date, "runs": runs, "05_training": notebook05(nb05),
               "06_sampling_and_evaluation": notebook06(nb06), "images": {}}
-    for key, nb, start in (("05-samples", nb05, "viz.show_images(samples_ema"), ("06-samplers", nb06, "rows = torch.cat")):
-        png = first_png(code_cell(nb, start))
-        if png is not None:
-            path = args.out / f"{stem}-{key}.png"
-            path.write_bytes(compact_png(png))
-            result["images"][key] = path.name
+    notebooks = {"05": nb05, "06": nb06}
+    missing = [f"notebook {CELLS[key][0]} has no code cell containing {CELLS[key][1]!r}" for key in CELLS
+               if code_cell(notebooks[CELLS[key][0]], key) is None]
+    for key in PICTURES:
+        png = first_png(code_cell(notebooks[CELLS[key][0]], key))
+        if png is None:
+            missing.append(f"no picture {key}: its cell did not run or drew nothing")
+            continue
+        path = args.out / f"{stem}-{key}.png"
+        path.write_bytes(compact_png(png))
+        result["images"][key] = path.name
+    for line in missing:
+        print(f"warning: {line}", file=sys.stderr)
+    result["missing"] = missing
     if not result["06_sampling_and_evaluation"].get("model_from_notebook_05"):
         print("warning: notebook 06 did not sample the model notebook 05 trained (model source: "
               f"{result['06_sampling_and_evaluation'].get('model_source', 'not printed')}); its numbers are not "

@@ -716,3 +716,49 @@ def test_levers_warm_up_counts_updates_so_a_cuda_graph_row_starts_with_the_other
     graph_like = GraphLikeRunner()
     levers.warm_up(graph_like, 10)
     assert graph_like.step_count == 10 and graph_like.calls == 10 - levers.GRAPH_WARMUP
+
+
+def on_device(tmp_path, *commands, data=True, **env):
+    """Run benchmarks/on_device.sh as the device tool would, in a bare copy of the files it uses; returns the
+    completed process and $OUT."""
+    work, out = tmp_path / "checkout", tmp_path / "out"
+    (work / "benchmarks" / "results").mkdir(parents=True)
+    out.mkdir()
+    (work / "benchmarks" / "RESULTS.md").write_text("# rows\n")
+    if data:
+        (work / ".data" / "MNIST" / "raw").mkdir(parents=True)
+    environment = {k: v for k, v in os.environ.items() if k not in ("DDPM_DATA_DIR", "CMD_LIMIT", "CALL_LIMIT")}
+    environment.update(OUT=str(out), SKIP_WHEELS="1", **env)
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "on_device.sh"), *commands], cwd=work, env=environment,
+                            capture_output=True, text=True, timeout=120)
+    return result, out
+
+
+def test_on_device_copies_the_results_after_every_command_and_stops_one_that_runs_long(tmp_path):
+    start = time.monotonic()
+    result, out = on_device(tmp_path, "echo '{}' > benchmarks/results/new.json; echo one", "sleep 60", "echo three",
+                            CMD_LIMIT="2")
+    log = (out / "log.txt").read_text()
+    assert result.returncode == 124, result.stderr                # the status of the command that was stopped
+    assert "=== set-up took" in log and log.count("(limit 2 s)") == 3
+    assert [line.split(" after")[0] for line in log.splitlines() if "rc=" in line] == ["=== rc=0", "=== rc=124",
+                                                                                         "=== rc=0"]
+    assert "three" in log                                          # the command after the stopped one still ran
+    assert (out / "RESULTS.md").read_text() == "# rows\n" and (out / "results" / "new.json").exists()
+    assert time.monotonic() - start < 60
+
+
+def test_on_device_keeps_its_copies_inside_the_call_limit_and_refuses_to_start_without_mnist(tmp_path):
+    """CALL_LIMIT shortens a command to what is left of the call (less 25 s for the stop and the copies) and skips
+    the commands after it, so the device tool's own limit never cuts off the copies; without .data the script stops
+    at once, as load_mnist would otherwise try a download on a machine that cannot reach the internet."""
+    start = time.monotonic()
+    result, out = on_device(tmp_path / "a", "sleep 60", "echo never", CALL_LIMIT="40")
+    log = (out / "log.txt").read_text()
+    assert result.returncode == 124 and "rc=124" in log
+    assert "=== skipped, CALL_LIMIT reached: echo never" in log and "\nnever" not in log
+    assert time.monotonic() - start < 40
+    assert (out / "RESULTS.md").exists()
+
+    result, out = on_device(tmp_path / "b", "echo never", data=False)
+    assert result.returncode == 2 and "carry" in result.stderr and not (out / "log.txt").exists()
