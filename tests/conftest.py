@@ -12,6 +12,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def data_dir() -> str:
+    """The full MNIST folder, or a failure. Tests that run a script or command allowed to fall back on the shipped
+    subset request it too, so that a missing copy fails them instead of letting them train on the subset."""
     path = os.environ.get("DDPM_DATA_DIR")
     if not path or not Path(path).is_dir():
         pytest.fail("full MNIST is required for tests: set DDPM_DATA_DIR or place shared/data beside the checkout")

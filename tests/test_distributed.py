@@ -154,7 +154,7 @@ def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     assert info[0]["history"] == info[1]["history"] and len(info[0]["history"]) == 4
 
 
-def test_cli_trains_under_torchrun(tmp_path):
+def test_cli_trains_under_torchrun(tmp_path, data_dir):
     out = tmp_path / "cli"
     proc = torchrun("-m", "ddpm_helpers", "train", "--preset", "smoke", "--steps", "4", "--num-samples", "4",
                     "--eval-samples", "20", "--out", out, "--set", "checkpoint_every=2")
@@ -173,7 +173,7 @@ def test_leave_without_teardown_flushes_the_output_and_exits_with_the_code_at_on
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "written", "to stderr")
 
 
-def test_cli_under_torchrun_ends_past_the_teardown_of_the_process_group(tmp_path, teardown_aborts):
+def test_cli_under_torchrun_ends_past_the_teardown_of_the_process_group(tmp_path, teardown_aborts, data_dir):
     """Each rank leaves at once when its work is done: an abort in PyTorch's teardown (destroy_process_group, or
     at the interpreter's exit), which gloo now and then did in CI, can neither stop rank 0 while it samples nor
     fail a finished run. Here both are made to abort in the ranks that torchrun starts."""

@@ -31,7 +31,7 @@ def test_shipped_classifier_is_small_and_accurate(classifier, data_dir):
 
 
 def test_frechet_distance_matches_torchmetrics():
-    tm = pytest.importorskip("torchmetrics.image.fid")
+    from torchmetrics.image import fid as tm   # a test dependency: missing, the test fails instead of skipping
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(300, 16, generator=gen, dtype=torch.float64)
     b = torch.randn(400, 16, generator=gen, dtype=torch.float64) * 1.3 + 0.2
@@ -41,7 +41,7 @@ def test_frechet_distance_matches_torchmetrics():
 
 
 def test_kid_matches_torchmetrics_formula():
-    tm = pytest.importorskip("torchmetrics.image.kid")
+    from torchmetrics.image import kid as tm
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(200, 8, generator=gen, dtype=torch.float64)
     b = torch.randn(200, 8, generator=gen, dtype=torch.float64) + 0.5
@@ -77,7 +77,6 @@ def test_evaluate_samples_on_real_and_bad_images(classifier, data_dir):
     assert noise["frac_confident_0.9"] > good["frac_confident_0.9"]
     assert good["frac_in_distribution"] > 0.95 and good["frac_in_distribution_floor"] > 0.95
     assert noise["frac_in_distribution"] == 0 and noise["frac_confident_0.9_in_distribution"] == 0
-    assert good["frac_confident_0.9_in_distribution"] <= min(good["frac_confident_0.9"], good["frac_in_distribution"])
 
 
 def test_digit_gaussians_threshold_and_distance_follow_the_definitions():

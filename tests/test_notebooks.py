@@ -175,7 +175,10 @@ def test_dependencies_leave_colab_its_own_torch_and_widgets():
 def test_package_metadata_has_no_deprecated_setuptools_form():
     """Colab's install cell builds the package from git with the newest setuptools, which warned on 2026-12-05
     that the table form of project.license stops working after 2027-02-18: every Colab install would then fail."""
-    setuptools = pytest.importorskip("setuptools", minversion="77")
+    import setuptools   # setuptools>=77 is a test dependency (pyproject.toml): missing or older, this fails
+    from packaging.version import Version
+
+    assert Version(setuptools.__version__) >= Version("77"), setuptools.__version__
     from setuptools.config.pyprojecttoml import apply_configuration
     from setuptools.warnings import SetuptoolsDeprecationWarning
 

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -486,7 +487,7 @@ def test_each_rank_draws_its_own_dropout_masks_from_seed_step_and_rank(mnist_sma
     single = Trainer(cfg, images, device="cpu")
     assert isinstance(single.rank_rng(), contextlib.nullcontext)  # one process: nothing changes
     assert len({dropout_seed(0, step, rank) for step in range(100) for rank in range(8)}) == 800
-    assert all(0 <= dropout_seed(2**62, 10**9, r) < 2**63 for r in range(4))
+    assert len({dropout_seed(2**62, 10**9, r) for r in range(4)}) == 4   # large seeds and steps work too
     with pytest.raises(ValueError, match="rank"):
         dropout_seed(0, 0, -1)
 
@@ -619,13 +620,22 @@ def test_channels_last_changes_the_layout_not_the_maths(tmp_path, mnist_small, t
     # the first loss differs only by the rounding of one forward pass; Adam's updates then carry such differences on
     assert runs["channels_last"][0] == pytest.approx(runs["contiguous"][0], rel=1e-6)
     assert runs["channels_last"] == pytest.approx(runs["contiguous"], rel=1e-3)
-    # a run saved in one layout resumes in the other (memory_format is one of the RESUMABLE_CHANGES)
-    cfg = dataclasses.replace(tiny_config, memory_format="contiguous", steps=12)
-    resumed = Trainer(cfg, images, device="cpu", out_dir=tmp_path / "channels_last")
-    assert resumed.step == 10
-    assert all(w.is_contiguous() for w in _conv_weights(resumed.model))
-    resumed.fit()
-    assert len(resumed.history) == 12
+    # a run saved in one layout resumes in the other (memory_format is one of the RESUMABLE_CHANGES), with its history
+    # and random state: the same two steps as a resume in the layout it was saved in. (Measured on 2026-12-05: the
+    # layouts' rounding moves step 11's loss by 2e-5 of itself, a lost random state by 2e-2. A lost optimiser state
+    # moves the weights only 3.5 times as far as the rounding does, too close to test here; the exact resume within
+    # one layout, above, covers it.)
+    shutil.copytree(tmp_path / "channels_last", tmp_path / "same_layout")
+    resumed = {}
+    for fmt, folder in (("contiguous", "channels_last"), ("channels_last", "same_layout")):
+        cfg = dataclasses.replace(tiny_config, memory_format=fmt, steps=12)
+        resumed[fmt] = Trainer(cfg, images, device="cpu", out_dir=tmp_path / folder)
+        assert resumed[fmt].step == 10 and resumed[fmt].history == runs["channels_last"]
+        resumed[fmt].fit()
+        assert len(resumed[fmt].history) == 12
+    assert all(w.is_contiguous() for w in _conv_weights(resumed["contiguous"].model))
+    assert resumed["contiguous"].history[10] == pytest.approx(resumed["channels_last"].history[10], rel=2e-4)
+    assert resumed["contiguous"].history[11] == pytest.approx(resumed["channels_last"].history[11], rel=1e-3)
 
 
 def test_a_model_with_5d_weights_stays_in_its_layout_or_gets_a_clear_error(mnist_small, tiny_config):
