@@ -49,6 +49,16 @@ def _read_values(value: torch.Tensor) -> bool:
     return not (value.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
+def labels_outside(y: torch.Tensor, num_classes: int) -> tuple[int, int] | None:
+    """``(min, max)`` of the class labels ``y`` when one lies outside ``[0, num_classes]`` (``num_classes``: the null
+    class), else None; None too where values may not be read (:func:`skip_value_checks`). Each caller words the error
+    for its own parameter."""
+    if not y.numel() or not _read_values(y):
+        return None
+    low, high = int(y.min()), int(y.max())
+    return (low, high) if low < 0 or high > num_classes else None
+
+
 def stacklevel_outside_package() -> int:
     """The ``stacklevel`` that makes a warning, issued by the function calling this one, point at the first line
     outside ddpm_helpers: the learner's call, however many of the package's functions lie in between."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import (_read_values, check_choice, check_float, check_generator, check_input_like_weights,
-                        check_int, check_pixel_range, check_tensor, check_timesteps)
+from ._validate import (check_choice, check_float, check_generator, check_input_like_weights, check_int,
+                        check_pixel_range, check_tensor, check_timesteps, labels_outside)
 from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_callable, check_model_fits_schedule,
                         check_model_output, check_schedule, noise_like)
 
@@ -41,9 +41,10 @@ def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Ge
     """
     check_tensor("y", y, floating=False)
     check_int("num_classes", num_classes, min_value=1)
-    if y.numel() and _read_values(y) and (int(y.min()) < 0 or int(y.max()) > num_classes):
+    outside = labels_outside(y, num_classes)
+    if outside:
         raise ValueError(f"y must hold labels in [0, {num_classes}] ({num_classes}: the null class), got values in "
-                         f"[{int(y.min())}, {int(y.max())}]")
+                         f"[{outside[0]}, {outside[1]}]")
     check_float("p", p, min_value=0.0, max_value=1.0)
     check_generator("generator", generator)
     if p == 0:

@@ -21,8 +21,8 @@ import numbers
 import torch
 from torch import nn
 
-from ._validate import (_read_values, _show, check_available_device, check_bool, check_choice, check_float,
-                        check_generator, check_int, check_num_timesteps, check_tensor, same_device, skip_value_checks)
+from ._validate import (_show, check_available_device, check_bool, check_choice, check_float, check_generator,
+                        check_int, check_num_timesteps, check_tensor, labels_outside, same_device, skip_value_checks)
 from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_callable, check_model_fits_schedule,
                         check_model_output, check_schedule, noise_like)
 
@@ -198,9 +198,10 @@ def _check_labels(y: torch.Tensor, model: nn.Module, batch: int) -> None:
         raise ValueError("y (class labels) was given, but the model is unconditional (num_classes=None)")
     if y.shape[0] != batch:
         raise ValueError(f"y must hold one label per sample ({batch}), got {y.shape[0]}")
-    if y.numel() and _read_values(y) and (int(y.min()) < 0 or int(y.max()) > model.num_classes):
+    outside = labels_outside(y, model.num_classes)
+    if outside:
         raise ValueError(f"y must hold labels in [0, {model.num_classes}] ({model.num_classes}: the null label, "
-                         f"unconditional), got values in [{int(y.min())}, {int(y.max())}]")
+                         f"unconditional), got values in [{outside[0]}, {outside[1]}]")
 
 
 @torch.no_grad()

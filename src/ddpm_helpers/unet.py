@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import (_read_values, _show, as_int_tuple, check_bool, check_float, check_input_like_weights,
-                        check_int, check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps)
+                        check_int, check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps,
+                        labels_outside)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -314,9 +315,10 @@ class UNet(nn.Module):
             check_tensor("y", y, ndim=(0, 1), floating=False)
             if y.numel() not in (1, x.shape[0]):
                 raise ValueError(f"y must have 1 or {x.shape[0]} entries (one label per image), got {y.numel()}")
-            if y.numel() and _read_values(y) and (int(y.min()) < 0 or int(y.max()) > cfg.num_classes):
+            outside = labels_outside(y, cfg.num_classes)
+            if outside:
                 raise ValueError(f"y must hold class labels in [0, {cfg.num_classes - 1}], or {cfg.num_classes} for "
-                                 f"the null class (unconditional), got values in [{int(y.min())}, {int(y.max())}]")
+                                 f"the null class (unconditional), got values in [{outside[0]}, {outside[1]}]")
         return t.to(x.device).expand(x.shape[0])  # a CPU t with a CUDA x is a learner's loop, not an error
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
