@@ -769,7 +769,7 @@ def test_on_device_keeps_its_copies_inside_the_call_limit_and_refuses_to_start_w
 
 def test_levers_row_figure_is_the_median_of_its_rounds_not_the_mean():
     """A round slowed by something else on the machine must not drag the row's figure: with 1, 2 and 8 seconds for
-    the same 100 images, the median rate is 50 images/s, where the mean of the rates would be about 40."""
+    the same 100 images, the median rate is 50 images/s, where the mean of the rates (100, 50, 12.5) would be 54."""
     levers = load_levers_module()
     row = levers.summarise_rounds({"batch_size": 10, "timed_steps": 10, "round_seconds": [1.0, 2.0, 8.0]})
     assert row["round_images_per_second"] == [100.0, 50.0, 12.5]
