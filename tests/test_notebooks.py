@@ -292,10 +292,34 @@ def cosine_betas_in_float32(T, s=0.008):
     return (1 - f[1:] / f[:-1]).clamp(max=0.999)
 
 
+def forward_step(x_prev, beta, noise):  # notebook 01's, defined in a cell with other work
+    return math.sqrt(1 - beta) * x_prev + math.sqrt(beta) * noise
+
+
+def jump_with_float32_tensors(sched, x, s, t, noise):  # right, from the stored float32 alpha_bar
+    ratio = sched.alpha_bar[t] / sched.alpha_bar[s]
+    return ratio.sqrt() * x + (1 - ratio).sqrt() * noise
+
+
+def jump_skipping_alpha_s_plus_1(sol):  # the 0-based pitfall: alpha_bar_{s+1} in the denominator
+    return lambda sched, x, s, t, noise: sol(sched, x, s + 1 if t > s + 1 else s, t, noise)
+
+
+def jump_from_x0s_formula(sol):  # q(x_t | x_0)'s coefficients applied to x_s
+    return lambda sched, x, s, t, noise: (sol(sched, x, s, t, noise) if t == s + 1 else
+                                          sched.scalar("sqrt_alpha_bar", t) * x
+                                          + math.sqrt(1 - sched.scalar("alpha_bar", t)) * noise)
+
+
+JUMP = dict(schedules={"cosine": NoiseSchedule.from_name("cosine", 1000)}, forward_step=forward_step,
+            images=torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
 SEED_SCHEDULE = dict(T=300, schedule=NoiseSchedule.from_name("linear", 300), images=torch.zeros(1, 1, 28, 28))
 EXERCISE_VARIANTS = [
     # (notebook, the exercise's name after my_ / check_ / solution_, stand-ins for the notebook's earlier cells, an answer
     #  built from the solution, and None where the checker must accept it or a part of the message its refusal gives)
+    ("01_forward_process", "q_sample_from", JUMP, lambda sol: jump_with_float32_tensors, None),
+    ("01_forward_process", "q_sample_from", JUMP, jump_skipping_alpha_s_plus_1, "check which alpha_bar's you divide"),
+    ("01_forward_process", "q_sample_from", JUMP, jump_from_x0s_formula, "x_s should be scaled by"),
     ("05_training", "lr_multiplier", {}, lambda sol: lambda *a: torch.tensor(sol(*a), dtype=torch.float32), None),
     ("05_training", "lr_multiplier", {}, lambda sol: lambda step, w, n: sol(step + 1, w, n), "expected"),
     ("06_sampling_and_evaluation", "ddim_sigma", dict(T=500, schedule=NoiseSchedule.from_name("cosine", 500)),
@@ -319,8 +343,9 @@ def test_exercise_checkers_accept_other_correct_forms_and_say_what_is_wrong(note
     """Answers a learner may well write: a float32 or float64 tensor where the solution gives a float (accepted), and
     mistakes in one part (a message that names that part; before, a wrong mean was blamed on sigma and a wrong cosine
     formula on float32, the eta check said nothing, and a wrong null class was called 'changed labels')."""
-    checker = {"cosine_betas": "cosine"}.get(name, name)
-    ns = exercise(notebook, f"my_{name}", f"check_{checker}", f"solution_{name}", **names)
+    checker = {"cosine_betas": "cosine", "q_sample_from": "jump"}.get(name, name)
+    stub = {"q_sample_from": "q_sample_from"}.get(name, f"my_{name}")   # notebook 01's stub has no my_
+    ns = exercise(notebook, stub, f"check_{checker}", f"solution_{name}", **names)
     answer = variant(ns[f"solution_{name}"])
     if refusal is None:
         ns[f"check_{checker}"](answer)
