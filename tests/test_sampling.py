@@ -431,3 +431,43 @@ def test_digits_in_turn_is_guided_prediction_with_labels_in_turn():
         DigitsInTurn(UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=())))
     with pytest.raises(ValueError, match="guidance_scale"):
         DigitsInTurn(model, -1.0)
+
+
+def test_sample_reads_the_prediction_the_model_was_trained_for_and_refuses_a_contradiction(tmp_path):
+    """sample() used to read every network as an eps-predictor unless told otherwise: the shipped v-model, sampled
+    with sample(model, schedule, n), drew worse digits without a word. The Trainer and the loaders now record the
+    config's prediction on the model, sample() reads it when ``prediction`` is left out, and refuses one that
+    contradicts it."""
+    from ddpm_helpers.checkpoint import list_checkpoints
+    from ddpm_helpers.pretrained import load_pretrained
+    from ddpm_helpers.train import Trainer, TrainConfig
+
+    model, schedule, config = load_pretrained("mnist-cpu")
+    assert config.prediction == "v" and model.prediction == "v"
+
+    def draw(**kwargs):
+        return sample(model, schedule, 2, method="ddim", steps=3, generator=torch.Generator().manual_seed(0),
+                      y=torch.tensor([3, 7]), **kwargs)
+
+    recorded = draw()
+    assert torch.equal(recorded, draw(prediction="v"))
+    with pytest.raises(ValueError, match=r"prediction='eps', but this model was trained to predict 'v'"):
+        draw(prediction="eps")
+    model.prediction = None   # on purpose: read the v-model as another kind (the old default, eps)
+    as_eps = draw()
+    assert torch.equal(as_eps, draw(prediction="eps")) and (as_eps - recorded).abs().max() > 0.1
+    model.prediction = "score"
+    with pytest.raises(ValueError, match="model.prediction must be one of 'eps', 'x0', 'v'"):
+        draw()
+
+    cfg = TrainConfig(num_timesteps=10, base_channels=8, channel_mults=(1,), num_res_blocks=1, attention_levels=(),
+                      prediction="x0", steps=1, batch_size=2, progress=False)
+    trainer = Trainer(cfg, torch.rand(4, 1, 8, 8) * 2 - 1, out_dir=tmp_path)
+    assert trainer.model.prediction == trainer.ema_model.prediction == "x0"
+    trainer.fit()
+    loaded, _, _ = Trainer.load_model(list_checkpoints(tmp_path)[-1])
+    assert loaded.prediction == "x0"
+    with pytest.raises(ValueError, match="trained to predict 'x0'"):
+        sample(trainer.ema_model, trainer.schedule, 1, image_shape=(1, 8, 8), method="ddim", steps=2,
+               prediction="v")
+    sample(trainer.ema_model, trainer.schedule, 1, image_shape=(1, 8, 8), method="ddim", steps=2)  # x0, read

@@ -49,5 +49,6 @@ def load_pretrained(name: str = "mnist-cpu", device: str | torch.device = "cpu",
     with resources.as_file(resources.files("ddpm_helpers.assets").joinpath(card["weights"])) as path:
         state = load_file(str(path))
     model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.prediction = config.prediction  # what it outputs: sample() reads it
     model = apply_memory_format(model.to(device).eval(), memory_format, device)
     return model, config.make_schedule().to(device), config

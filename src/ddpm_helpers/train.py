@@ -396,6 +396,7 @@ class Trainer:
             raise TypeError(f"model's weights are {weight.dtype}, but the Trainer trains float32 networks (with bf16 "
                             "autocast where amp says so); pass model.float()")
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
+        self.model.prediction = config.prediction  # what it learns to output: sample() reads it (and the EMA copy's)
         apply_memory_format(self.model, config.memory_format, self.device)  # before the EMA copy, which keeps it
         if self.labels is not None and getattr(self.model, "num_classes", None) is None:
             raise ValueError("config.class_conditional is True, but the model has no num_classes (it is unconditional)")
@@ -558,6 +559,7 @@ class Trainer:
         config = TrainConfig.from_dict(state["config"])
         model = UNet(config.unet_config())
         model.load_state_dict(state["ema" if ema else "model"])
+        model.prediction = config.prediction  # what it outputs: sample() reads it
         model = apply_memory_format(model.to(device).eval(), memory_format, device)
         return model, config.make_schedule().to(device), config
 
