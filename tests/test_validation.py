@@ -100,6 +100,13 @@ CASES = [
     ("simple T", lambda: SimpleUNet(num_timesteps=0), ValueError, "num_timesteps must be an integer"),
     # losses
     ("loss prediction", lambda: diffusion_loss(NET, S, IMG, prediction="noise"), ValueError, "prediction must be one of"),
+    ("loss empty batch", lambda: diffusion_loss(NET, S, X[:0]), ValueError, r"x0 must hold at least one image, got shape \(0, 1, 4, 4\)"),
+    ("loss x0 channels-last", lambda: diffusion_loss(NET, S, torch.zeros(2, 4, 4, 1)), ValueError,
+     r"x0 must have 1 channel\(s\), got shape \(2, 4, 4, 1\).*use x0.permute\(0, 3, 1, 2\)"),
+    ("loss x0 size", lambda: diffusion_loss(NET, S, torch.zeros(2, 1, 5, 5)), ValueError, "x0 has size 5x5"),
+    ("loss model a class", lambda: diffusion_loss(UNet, S, X), TypeError, r"got the class UNet \(build one first"),
+    ("predict x_t 3-D", lambda: predict(NET, torch.zeros(1, 4, 4), 1), ValueError, "x_t must have 4 dimensions"),
+    ("predict x_t channels", lambda: predict(NET, torch.zeros(1, 3, 4, 4), 1), ValueError, "x_t must have 1 channel"),
     ("loss labels uncond", lambda: diffusion_loss(NET, S, IMG, torch.zeros(4, dtype=torch.long)), ValueError,
      "the model has no num_classes"),
     ("loss t range", lambda: diffusion_loss(NET, S, IMG, t=torch.full((4,), 10)), ValueError, r"\[0, 9\]"),

@@ -81,8 +81,13 @@ def diffusion_loss(
         check_float("min_snr_gamma", min_snr_gamma, min_value=0.0, min_inclusive=False)
     check_model_callable(model)
     check_tensor("x0", x0, ndim=4, floating=True, finite=True)
+    if x0.shape[0] == 0:  # the mean of no losses is NaN
+        raise ValueError(f"x0 must hold at least one image, got shape {tuple(x0.shape)}")
     if isinstance(model, nn.Module):  # named here as x0: the network would see (and name) only x_t
         check_input_like_weights("x0", x0, model)
+        network = getattr(model, "module", model)  # .module: a DDP wrapper
+        if hasattr(network, "check_image_shape"):  # channels and size, as the caller knows them
+            network.check_image_shape(tuple(x0.shape), "x0")
     # images (not notebook 02's points, shaped (N, 2, 1, 1)) with no value below 0: bytes 0..255 or [0, 1], not the
     # course's [-1, 1], which would train a network for the wrong scale without a word
     if x0.shape[2] * x0.shape[3] > 1:

@@ -236,6 +236,9 @@ def predict(
     check_float("guidance_scale", guidance_scale, min_value=0.0)
     check_tensor("x_t", x_t, floating=True)
     check_model_callable(model)
+    if hasattr(model, "check_image_shape"):  # a U-Net's channels and size, named as the caller knows them
+        check_tensor("x_t", x_t, ndim=4)
+        model.check_image_shape(tuple(x_t.shape), "x_t")
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None:
         if guidance_scale != 1.0:

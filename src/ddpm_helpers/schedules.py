@@ -134,9 +134,10 @@ def check_model_fits_schedule(model: object, schedule: "NoiseSchedule") -> None:
 
 def check_model_callable(model: object) -> None:
     """Raise naming ``model`` unless it can be called like a network (Python's own error names no argument)."""
-    if not callable(model):
-        raise TypeError(f"model must be a network that maps (x_t, t) to its prediction, such as a UNet, got "
-                        f"{_show(model)}")
+    if not callable(model) or isinstance(model, type):  # a class is callable, but calling it builds a network
+        what = f"the class {model.__name__} (build one first, e.g. UNet(UNetConfig()))" if isinstance(model, type) \
+            else _show(model)
+        raise TypeError(f"model must be a network that maps (x_t, t) to its prediction, such as a UNet, got {what}")
 
 
 def check_model_output(output: object, shape: torch.Size, prediction: str | None = None) -> torch.Tensor:
