@@ -2,16 +2,18 @@
 
     python scripts/export_pretrained.py runs/cpu --name mnist-cpu [--half]
 
-The card copies the run's config.json (command, machine, versions) and metrics.json.
+The card copies the run's config.json (command, machine, versions) and metrics.json, which must be of the
+checkpoint exported (a run stopped before it wrote its samples and metrics keeps the earlier ones: run its train
+command again first). The weights and the card are written as one set: a stop leaves the earlier pair or the new one.
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from ddpm_helpers.checkpoint import list_checkpoints, load_checkpoint
+from ddpm_helpers.checkpoint import list_checkpoints, load_checkpoint, write_atomically
 
 ASSETS = Path(__file__).parents[1] / "src/ddpm_helpers/assets"
 
@@ -28,7 +30,6 @@ def main() -> None:
     state = load_checkpoint(ckpt)
     weights = {k: (v.half() if args.half and v.is_floating_point() else v).contiguous() for k, v in state["ema"].items()}
     weights_name = f"pretrained_{args.name}.safetensors"
-    save_file(weights, str(ASSETS / weights_name))
     card = {
         "name": args.name,
         "weights": weights_name,
@@ -44,7 +45,12 @@ def main() -> None:
         card["benchmark"] = {"file": Path(args.benchmark).as_posix(), "command": bench.get("command"),
                              "machine": bench.get("machine"), "date": bench.get("date"),
                              "final_point": bench["curve"][-1] if "curve" in bench else None}
-    (ASSETS / f"pretrained_{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    if card["metrics"] is not None and card["metrics"].get("steps") != card["step"]:
+        raise SystemExit(f"{run}/metrics.json is of step {card['metrics'].get('steps')}, but the newest checkpoint "
+                         f"{ckpt.name} of step {card['step']}: the run stopped before it wrote its samples and "
+                         "metrics; run its train command again (it trains no further) and export then")
+    write_atomically({ASSETS / weights_name: lambda fh: fh.write(save(weights)),
+                      ASSETS / f"pretrained_{args.name}.json": lambda fh: fh.write((json.dumps(card, indent=2) + "\n").encode())})
     print(f"wrote {ASSETS / weights_name} ({(ASSETS / weights_name).stat().st_size / 1e6:.2f} MB)")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddpm_helpers.checkpoint import write_atomically
 from ddpm_helpers.data import FILES, _read_verified, find_mnist
 
 PER_CLASS = {"train": 500, "test": 100}
@@ -34,7 +35,7 @@ def main() -> None:
         index = rng.permutation(index)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[index], labels[index]
         arrays[f"{split}_source_index"] = index.astype(np.int32)
-    np.savez_compressed(args.out, **arrays)
+    write_atomically({args.out: lambda fh: np.savez_compressed(fh, **arrays)})  # a stop never truncates the shipped file
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)")
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from ddpm_helpers.checkpoint import write_atomically
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.metrics import MNISTClassifier, classify
 
@@ -65,7 +66,6 @@ def main() -> None:
         acc = float((probs.argmax(1) == y_test).double().mean())
         print(f"epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {acc:.4%}, {time.time() - start:.0f} s", flush=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, args.out)
     card = {
         "test_accuracy": acc,
         "epochs": args.epochs,
@@ -79,7 +79,8 @@ def main() -> None:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "root")),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    Path(args.out).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    write_atomically({args.out: lambda fh: fh.write(save(state)),   # weights and card as one set
+                      Path(args.out).with_suffix(".json"): lambda fh: fh.write((json.dumps(card, indent=2) + "\n").encode())})
     print(json.dumps(card, indent=2))
 
 

@@ -20,7 +20,7 @@ def run_cli(*args, timeout=600):
                           timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
-def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir, capsys):
+def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir, capsys, monkeypatch):
     """The README's main command, as written (only --out added): must finish in a few minutes on 2 CPU cores."""
     out = tmp_path / "smoke"
     start = time.time()
@@ -93,12 +93,33 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir, capsys):
     for flags, words in ((["--steps", "0"], "--steps must be a positive integer, got 0"),
                          (["--eta", "-1"], "--eta must be a number from 0 to 1, got -1"),
                          (["--guidance-scale", "-2"], "--guidance-scale must be a number of at least 0"),
-                         (["--digit", "3"], "--digit needs a class-conditional model")):
+                         (["--digit", "3"], "--digit needs a class-conditional model"),
+                         (["--method", "ddpm", "--steps", "5"], "ddpm always runs all")):   # was ignored, and recorded
         assert cli.main(["sample", "--run", str(out), *flags]) == 2
         assert words in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == before
     assert cli.main(["sample", "--checkpoint", str(out)]) == 2
     assert "is a folder, not a checkpoint file" in capsys.readouterr().err
+
+    assert cli.main(["sample", "--run", str(out), "--method", "ddpm", "--num", "2", "--out", str(tmp_path / "p")]) == 0
+    T = json.loads((out / "config.json").read_text())["train"]["num_timesteps"]
+    assert json.loads((tmp_path / "p" / "sample_config.json").read_text())["steps"] == T   # the steps it ran
+
+    # stopped (review, 2026-12-05): `sample` leaves no empty folder; a rerun of `train` stopped while it samples and
+    # scores keeps its earlier samples, grid and metrics as one set (it used to leave new samples beside old metrics)
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "_generate", stopped)
+        assert cli.main(["sample", "--run", str(out), "--num", "3", "--steps", "2"]) == 130
+        assert "no samples were written" in capsys.readouterr().err
+        assert not (out / "samples-ddim2-n3-seed0").exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "_evaluate", stopped)
+        assert cli.main(["train", "--preset", "smoke", "--out", str(out), "--quiet"]) == 130
+    assert {name: (out / name).read_bytes() for name in trained} == trained
 
     # a damaged newest checkpoint: sample --run takes the newest readable one, as training would resume from
     newest = list_checkpoints(out)[-1]

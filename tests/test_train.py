@@ -689,3 +689,47 @@ def test_apply_memory_format_converts_both_ways_and_leaves_other_cases_alone():
     assert video[0].weight.is_contiguous() and video[1].weight.is_contiguous()
     with pytest.raises(ValueError, match="needs a model without 5-D weights"):
         apply_memory_format(video, "channels_last", "cpu")
+
+
+def test_a_set_of_files_is_written_whole_and_together_even_when_stopped(tmp_path, monkeypatch):
+    """write_atomically: a writer that fails leaves the earlier set and no temporary file; a Ctrl-C that arrives
+    between the renames waits until every file is in place (found by a review, 2026-12-05: `sample` stopped while
+    writing left new samples.pt beside the old grid and sample_config.json, and a truncated samples.png)."""
+    import os
+    import signal
+
+    from ddpm_helpers import checkpoint
+    from ddpm_helpers.checkpoint import write_atomically
+
+    a, b = tmp_path / "weights.bin", tmp_path / "card.json"
+    write_atomically({a: lambda fh: fh.write(b"old weights"), b: lambda fh: fh.write(b"old card")})
+
+    def broken(fh):
+        fh.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically({a: lambda fh: fh.write(b"new weights"), b: broken})
+    assert (a.read_bytes(), b.read_bytes()) == (b"old weights", b"old card")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json", "weights.bin"]   # no temporary file left
+
+    replace, renamed = os.replace, []
+
+    def ctrl_c_during_the_renames(src, dst):
+        if not renamed:
+            os.kill(os.getpid(), signal.SIGINT)   # pressed just before the first rename
+        replace(src, dst)
+        renamed.append(dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", ctrl_c_during_the_renames)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # a background job inherits it ignored
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_atomically({a: lambda fh: fh.write(b"new weights"), b: lambda fh: fh.write(b"new card")})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(renamed) == 2 and (a.read_bytes(), b.read_bytes()) == (b"new weights", b"new card")
+    with pytest.raises(TypeError, match="files must be a non-empty dict"):
+        write_atomically({})
+    with pytest.raises(TypeError, match="must be a function of an open binary file, got b'x'"):
+        write_atomically({a: b"x"})

@@ -9,17 +9,21 @@ one is safely in place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
+import signal
 import tempfile
+import threading
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-from ._validate import check_device, check_int, check_path, device_available
+from ._validate import _show, check_device, check_int, check_path, device_available
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")  # 8 digits, more past step 99,999,999
@@ -53,26 +57,80 @@ def _umask() -> int:
     return mask
 
 
-def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)``, whole or not at all: temporary file, fsync, rename (a stopped run leaves no
-    half-written file, and an earlier file at ``path`` stays until the new one is complete)."""
-    path = check_path("path", path)
-    if path.is_dir():  # os.replace would fail only after the whole file was written, naming the temporary file
-        raise IsADirectoryError(f"path {str(path)!r} is a folder; give the file to write, such as "
-                                f"{str(path / 'ckpt.pt')!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+def write_atomically(files: Mapping[str | os.PathLike, Callable[[BinaryIO], None]]) -> list[Path]:
+    """Write a set of files whole and together: ``files`` maps each path to a function that writes the file's bytes
+    to the open binary file it is given.
+
+    Each file is written to a temporary file in its folder and flushed to disk; only when all of them are written
+    do they replace their targets, one rename each, with Ctrl-C and SIGTERM held back meanwhile (in the main
+    thread). A stopped run therefore leaves the earlier set or the new one, never a half-written file and
+    never new weights beside an old card. Returns the paths, in order."""
+    if not isinstance(files, Mapping) or not files:
+        raise TypeError(f"files must be a non-empty dict of path -> writer, got {_show(files)}")
+    targets = {}
+    for path, write in files.items():
+        path = check_path("path", path)
+        if path.is_dir():  # os.replace would fail only after the whole file was written, naming the temporary file
+            raise IsADirectoryError(f"path {str(path)!r} is a folder; give the file to write, such as "
+                                    f"{str(path / 'ckpt.pt')!r}")
+        if not callable(write):
+            raise TypeError(f"the writer of {str(path)!r} must be a function of an open binary file, got {_show(write)}")
+        targets[path] = write
+    temporary = []
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it open()'s usual mode
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for path, write in targets.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            temporary.append(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it open()'s usual mode
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        with _signals_held():
+            for tmp, path in zip(temporary, targets):
+                os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temporary:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return list(targets)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM received inside the block take effect when it ends (in the main thread; elsewhere, where
+    Python cannot set handlers, a no-op). Python's handlers are swapped, not the signal mask: a signal sent to the
+    process may be taken by any thread that does not block it (torch's worker threads among them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received, previous = [], {}
+
+    def hold(signum, frame):
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.getsignal(signum)
+        if previous[signum] not in (signal.SIG_IGN, None):  # None: set outside Python; an ignored signal stays so
+            signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler not in (signal.SIG_IGN, None):
+                signal.signal(signum, handler)
+        for signum in received[:1]:  # now, as it would have then
+            if callable(previous[signum]):
+                previous[signum](signum, None)
+            else:  # SIG_DFL: end the process as the signal would have
+                signal.raise_signal(signum)
+
+
+def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)``, whole or not at all (:func:`write_atomically`: temporary file, fsync, rename; a
+    stopped run leaves no half-written file, and an earlier file at ``path`` stays until the new one is complete)."""
+    return write_atomically({path: lambda fh: torch.save(obj, fh)})[0]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:

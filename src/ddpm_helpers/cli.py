@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import torch
 
 from . import distributed
 from ._validate import check_float
-from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, write_atomically
 from .data import DataCorruptError, DataNotFoundError, load_mnist
 from .presets import PRESETS, get_preset
 from .sampling import METHODS, sample
@@ -72,9 +73,7 @@ def _command_line() -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically({path: _json(data)})
 
 
 def _checkpoint_from(args) -> Path:
@@ -105,13 +104,21 @@ def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps
     return torch.cat(images), None if labels is None else labels.cpu()
 
 
-def _save_samples(out: Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-    from .viz import save_grid
+def _sample_files(out: Path, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
+    """samples.pt and samples.png, as :func:`write_atomically` takes them: the caller adds its JSON and writes the
+    set in one go, so that a stop never leaves new samples beside an old grid or old metrics."""
+    from .viz import grid_png
 
-    tmp = out / "samples.pt.tmp"
-    torch.save({"images": images, "labels": labels} if labels is not None else images, tmp)
-    tmp.replace(out / "samples.pt")
-    save_grid(images[:64], out / "samples.png", nrow=8)
+    obj = {"images": images, "labels": labels} if labels is not None else images
+    return {out / "samples.pt": lambda fh: torch.save(obj, fh), out / "samples.png": _bytes(grid_png(images[:64], 8))}
+
+
+def _bytes(data: bytes):
+    return lambda fh: fh.write(data)
+
+
+def _json(data: dict):
+    return _bytes((json.dumps(data, indent=2) + "\n").encode())
 
 
 def _load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -226,20 +233,25 @@ def cmd_train(args) -> int:
     distributed.barrier()  # every rank has taken its last step and rank 0 has saved it
     if not main_rank:  # the rest (samples, metrics) is rank 0's work alone
         return 0
+    import matplotlib.pyplot as plt
+
     from .viz import plot_loss
 
-    plot_loss(trainer.history, smooth=min(50, max(1, len(trainer.history) // 10))).savefig(out / "loss.png", dpi=100)
+    figure, png = plot_loss(trainer.history, smooth=min(50, max(1, len(trainer.history) // 10))), io.BytesIO()
+    figure.savefig(png, dpi=100, format="png")
+    plt.close(figure)
+    write_atomically({out / "loss.png": _bytes(png.getvalue())})
     start = time.perf_counter()
     samples, sample_labels = _generate(trainer.ema_model, trainer.schedule, config, preset.num_samples,
                                        preset.sampler, preset.sampler_steps, 0.0, config.seed, device, None,
                                        _guidance(preset, config))
     sample_seconds = time.perf_counter() - start
-    _save_samples(out, samples, sample_labels)
     metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir)
     metrics.update({"train_seconds_this_session": round(train_seconds, 2), "steps": trainer.step,
                     "final_loss_mean_50": sum(trainer.history[-50:]) / max(1, len(trainer.history[-50:])),
                     "sample_seconds": round(sample_seconds, 2), "device": str(device)})
-    _write_json(out / "metrics.json", metrics)
+    # one set: a stop while sampling or scoring leaves the earlier set whole (its metrics.json names its steps)
+    write_atomically({**_sample_files(out, samples, sample_labels), out / "metrics.json": _json(metrics)})
     print(json.dumps({k: v for k, v in metrics.items() if k != "class_histogram"}, indent=1))
     print(f"wrote {out}/samples.png, {out}/samples.pt, {out}/metrics.json and checkpoints")
     return 0
@@ -272,10 +284,13 @@ def _earlier_budget(out: Path) -> dict:
         if isinstance(earlier, dict) else {}
 
 
+SAMPLE_STEPS = 50  # `sample`'s --steps for ddim and dpm++2m, unless given
+
+
 def sample_folder_name(args, num_timesteps: int) -> str:
     """``samples-ddim50-n2000-seed0``, plus ``-eta``, ``-digit`` and ``-s`` (the guidance scale) when set: one folder
     per setting."""
-    steps = num_timesteps if args.method == "ddpm" else args.steps
+    steps = num_timesteps if args.method == "ddpm" else (SAMPLE_STEPS if args.steps is None else args.steps)
     name = f"samples-{args.method}{steps}-n{args.num}"
     name += f"-eta{args.eta:g}" if args.eta else ""
     name += f"-digit{args.digit}" if args.digit is not None else ""
@@ -287,6 +302,13 @@ def cmd_sample(args) -> int:
     device = select_device(args.device)
     path = _checkpoint_from(args)
     model, schedule, config = Trainer.load_model(path, device=device)
+    if args.method == "ddpm":
+        if args.steps not in (None, schedule.num_timesteps):
+            raise CLIError(f"--steps applies to --method ddim and dpm++2m; ddpm always runs all "
+                           f"{schedule.num_timesteps} steps of this model, got --steps {args.steps}: leave it out")
+        args.steps = schedule.num_timesteps   # recorded as run in sample_config.json
+    elif args.steps is None:
+        args.steps = SAMPLE_STEPS
     if args.num < 1:
         raise CLIError(f"--num must be a positive integer, got {args.num}")
     if args.digit is not None and not 0 <= args.digit <= 9:
@@ -295,7 +317,7 @@ def cmd_sample(args) -> int:
         raise CLIError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     if args.method != "ddpm" and args.steps > schedule.num_timesteps:
         raise CLIError(f"--steps {args.steps} is more than this model's num_timesteps={schedule.num_timesteps}"
-                       f"{' (50 is the default)' if args.steps == 50 else ''}: give --steps {schedule.num_timesteps} "
+                       f"{f' ({SAMPLE_STEPS} is the default)' if args.steps == SAMPLE_STEPS else ''}: give --steps {schedule.num_timesteps} "
                        "or fewer")
     if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
         raise CLIError(f"--guidance-scale must be a number of at least 0, got {args.guidance_scale:g}")
@@ -313,19 +335,26 @@ def cmd_sample(args) -> int:
     if args.digit is not None and not config.class_conditional:
         raise CLIError("--digit needs a class-conditional model (trained with class_conditional=True)")
     out = Path(args.out) if args.out else path.parent / sample_folder_name(args, schedule.num_timesteps)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as err:
         raise CLIError(f"--out must be a folder (new or existing), got {str(out)!r}, which is a file or lies "
                        f"under one") from err
     start = time.perf_counter()
-    images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
-                               device, args.digit, args.guidance_scale)
+    try:
+        images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
+                                   device, args.digit, args.guidance_scale)
+    except KeyboardInterrupt:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # the folder made for this run, still empty
+        raise
     seconds = time.perf_counter() - start
-    _save_samples(out, images, labels)
-    _write_json(out / "sample_config.json", {**{k: v for k, v in vars(args).items() if k != "func"},
-                                             "checkpoint": str(path),  # the file used, also with --run
-                                             "seconds": round(seconds, 2), "versions": library_versions()})
+    write_atomically({**_sample_files(out, images, labels),   # the three files as one set: a stop leaves no mix
+                      out / "sample_config.json": _json({**{k: v for k, v in vars(args).items() if k != "func"},
+                                                          "checkpoint": str(path),  # the file used, also with --run
+                                                          "seconds": round(seconds, 2),
+                                                          "versions": library_versions()})})
     print(f"{args.num} samples in {seconds:.1f} s -> {out}/samples.pt and {out}/samples.png")
     return 0
 
@@ -380,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run", help="a training output folder (its newest checkpoint is used)")
     p.add_argument("--num", type=int, default=64, help="how many images")
     p.add_argument("--method", choices=METHODS, default="ddim")
-    p.add_argument("--steps", type=int, default=50, help="steps of ddim or dpm++2m (ignored by ddpm, which uses all T)")
+    p.add_argument("--steps", type=int, help="steps of ddim or dpm++2m (default 50); ddpm always runs all T")
     p.add_argument("--eta", type=float, default=0.0, help="ddim only: 0 deterministic, 1 as noisy as ddpm")
     p.add_argument("--digit", type=int, help="class to draw (class-conditional models)")
     p.add_argument("--guidance-scale", type=float, default=1.0,
@@ -412,8 +441,7 @@ def _sigterm_to_interrupt(signum, frame):  # Colab and job schedulers stop runs 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # a stop cleans up like Ctrl-C (temporary files, folders)
     try:
         code = _run(args)
     except Exception:  # an unexpected error, a bug: Python prints the traceback
@@ -431,7 +459,10 @@ def _run(args) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("\nstopped by the user (the newest checkpoint, if any, is in the output folder)", file=sys.stderr)
+        kept = {"train": "the newest checkpoint, if any, is in the output folder; run the command again to resume",
+                "sample": "no samples were written and earlier files are unchanged; run the command again",
+                "evaluate": "no metrics were written and earlier files are unchanged"}[args.command]
+        print(f"\nstopped by the user ({kept})", file=sys.stderr)
         return 130
     except torch.cuda.OutOfMemoryError:
         print("error: the GPU ran out of memory. Try a smaller batch, e.g. --batch-size 128, "

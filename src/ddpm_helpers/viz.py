@@ -6,6 +6,7 @@ and a script can save it; nothing here calls ``plt.show()``.
 
 from __future__ import annotations
 
+import io
 import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from matplotlib import animation
 from matplotlib.lines import Line2D
 
 from ._validate import _show, check_bool, check_float, check_int, check_tensor
+from .checkpoint import write_atomically
 from .schedules import NoiseSchedule, noise_like
 
 
@@ -136,12 +138,21 @@ def show_images(
     return fig
 
 
+def grid_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
+    """The PNG file of a grid of images in [-1, 1], one image pixel per file pixel times 2."""
+    grid = make_grid(images, nrow)
+    buffer = io.BytesIO()
+    plt.imsave(buffer, grid.repeat_interleave(2, 0).repeat_interleave(2, 1).numpy(), cmap="gray", vmin=0, vmax=1,
+               format="png")
+    return buffer.getvalue()
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> None:
-    """Write a grid of images in [-1, 1] to a PNG file, one image pixel per file pixel times 2."""
+    """Write :func:`grid_png` to ``path``, whole or not at all (a stopped run leaves the earlier file)."""
     if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".png":
         raise ValueError(f"path must be a file name ending in .png, got {path!r}")
-    grid = make_grid(images, nrow)
-    plt.imsave(str(path), grid.repeat_interleave(2, 0).repeat_interleave(2, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+    png = grid_png(images, nrow)
+    write_atomically({path: lambda fh: fh.write(png)})
 
 
 def plot_schedules(schedules: dict[str, NoiseSchedule], log_snr: bool = True) -> plt.Figure:
