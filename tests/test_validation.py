@@ -633,3 +633,26 @@ def test_select_device_takes_a_torch_device_or_an_indexed_name_as_documented():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device 'cuda:0' was requested but is not available here"):
             select_device("cuda:0")
+
+
+def test_a_file_of_another_kind_is_named_for_what_it_is(tmp_path):
+    """Review of bad inputs, 2026-12-05: a text file given as a checkpoint was said to hold 'objects that
+    torch.load(weights_only=True) refuses', a checkpoint of another program ended in KeyError: 'config' (a traceback
+    on the command line), and the classifier loader passed on safetensors' 'header too large' and torch's list of
+    missing keys without naming the file."""
+    text = tmp_path / "notes.txt"
+    text.write_text("# my notes\n")
+    with pytest.raises(CheckpointError, match=r"notes.txt is not a checkpoint: torch.save writes a zip archive, and "
+                                              r"this file begins with b'# my'"):
+        load_checkpoint(text)
+    other = save_checkpoint({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"not one of the Trainer's: it has no config or ema \(its entries: "
+                                              r"\['format_version', 'weights'\]\)"):
+        Trainer.load_model(other)
+    with pytest.raises(ValueError, match=r"other.pt' is not a safetensors file of classifier weights"):
+        metrics.load_classifier(other)
+    unet = tmp_path / "unet.safetensors"
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in NET.state_dict().items()}, str(unet))
+    with pytest.raises(ValueError, match=r"unet.safetensors' holds weights of another network, not of MNISTClassifier"):
+        metrics.load_classifier(unet)

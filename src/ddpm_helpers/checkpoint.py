@@ -161,6 +161,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         device = check_device("map_location", map_location)
         if not device_available(device):  # torch.load's own error for an absent device reads like a damaged file
             raise ValueError(f"map_location={str(map_location)!r} is not available on this machine; use 'cpu'")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head and not (head == b"PK\x03\x04" or head[:1] == b"\x80"):  # torch.save's zip archive, or an old pickle
+        raise CheckpointError(f"{path} is not a checkpoint: torch.save writes a zip archive, and this file begins "
+                              f"with {head!r}; pass a ckpt_*.pt file that training wrote")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

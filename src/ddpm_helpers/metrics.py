@@ -89,9 +89,16 @@ def load_classifier(path: str | None = None, device: torch.device | str = "cpu")
         path = check_path("path", path, "a .safetensors file", optional=True)
         if not path.is_file():
             raise FileNotFoundError(f"classifier weights not found: path={str(path)!r}")
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as err:  # safetensors' own words ("header too large") name no file and no format
+            raise ValueError(f"path={str(path)!r} is not a safetensors file of classifier weights ({err})") from None
     model = MNISTClassifier()
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # another network's weights: torch lists every missing and unexpected key
+        raise ValueError(f"path={str(path)!r} holds weights of another network, not of MNISTClassifier "
+                         f"({str(err).splitlines()[-1].strip()[:200]})") from None
     return model.to(check_available_device("device", device)).eval()
 
 

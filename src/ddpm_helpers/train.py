@@ -556,6 +556,10 @@ class Trainer:
         check_bool("ema", ema)
         device = check_available_device("device", device)
         state = load_checkpoint(path, map_location=device)
+        missing = [key for key in ("config", "ema" if ema else "model") if key not in state]
+        if missing:  # save_checkpoint writes any dict: this one did not come from a Trainer
+            raise CheckpointError(f"{path} is a checkpoint, but not one of the Trainer's: it has no {' or '.join(missing)} "
+                                  f"(its entries: {sorted(map(str, state))})")
         config = TrainConfig.from_dict(state["config"])
         model = UNet(config.unet_config())
         model.load_state_dict(state["ema" if ema else "model"])
