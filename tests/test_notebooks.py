@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddpm_helpers.sampling import ddim_timesteps
 from ddpm_helpers.schedules import NoiseSchedule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,12 +312,44 @@ def jump_from_x0s_formula(sol):  # q(x_t | x_0)'s coefficients applied to x_s
                                           + math.sqrt(1 - sched.scalar("alpha_bar", t)) * noise)
 
 
+def in_place(argument):  # an answer that also writes its result into the argument at that place (x -= ...)
+    def variant(sol):
+        def answer(*args):
+            out = sol(*args)
+            args[argument].copy_(out.reshape(args[argument].shape))
+            return out
+        return answer
+    return variant
+
+
+def float32_ddim_sigma(sol):  # right, on float32 tensors (about 1e-4 off at t = 1)
+    def answer(ab_t, ab_prev, eta):
+        ab_t, ab_prev = torch.tensor(ab_t), torch.tensor(ab_prev)
+        return eta * torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+    return answer
+
+
+IMAGES = dict(images=torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1,
+              T=1000, schedule=NoiseSchedule.from_name("cosine", 1000))
 JUMP = dict(schedules={"cosine": NoiseSchedule.from_name("cosine", 1000)}, forward_step=forward_step,
             images=torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
 SEED_SCHEDULE = dict(T=300, schedule=NoiseSchedule.from_name("linear", 300), images=torch.zeros(1, 1, 28, 28))
 EXERCISE_VARIANTS = [
     # (notebook, the exercise's name after my_ / check_ / solution_, stand-ins for the notebook's earlier cells, an answer
     #  built from the solution, and None where the checker must accept it or a part of the message its refusal gives)
+    # answers that change their input in place (x -= ...), which the checkers passed before the review of 2026-12-05
+    ("00_overview", "mix", IMAGES, in_place(0), "mix changed a tensor passed to it"),
+    ("01_forward_process", "q_sample_from", JUMP, in_place(1), "q_sample_from changed a tensor passed to it"),
+    ("02_toy_2d", "reverse_step", dict(T=100, schedule=NoiseSchedule.from_name("cosine", 100)), in_place(3),
+     "the step changed a tensor passed to it"),
+    ("03_reverse_process_and_loss", "alpha_bar_prev", dict(T=50, schedule=NoiseSchedule.from_name("cosine", 50)),
+     in_place(0), "changed the alpha_bar passed in"),
+    ("05_training", "ema_update", {}, in_place(1), "changed weight, the model's own weight, in place"),
+    ("08_pitfalls_and_exercises", "ddpm_step", SEED_SCHEDULE, in_place(0), "the step changed a tensor passed to it"),
+    ("06_sampling_and_evaluation", "ddim_timesteps", dict(ddim_timesteps=ddim_timesteps),
+     lambda sol: lambda T, steps: [int(T - i * T / steps + 0.5) - 1 for i in range(steps)], "round(2.5) == 2"),
+    ("06_sampling_and_evaluation", "ddim_sigma", dict(T=500, schedule=NoiseSchedule.from_name("cosine", 500)),
+     float32_ddim_sigma, None),
     ("01_forward_process", "q_sample_from", JUMP, lambda sol: jump_with_float32_tensors, None),
     ("01_forward_process", "q_sample_from", JUMP, jump_skipping_alpha_s_plus_1, "check which alpha_bar's you divide"),
     ("01_forward_process", "q_sample_from", JUMP, jump_from_x0s_formula, "x_s should be scaled by"),
@@ -344,7 +377,7 @@ def test_exercise_checkers_accept_other_correct_forms_and_say_what_is_wrong(note
     mistakes in one part (a message that names that part; before, a wrong mean was blamed on sigma and a wrong cosine
     formula on float32, the eta check said nothing, and a wrong null class was called 'changed labels')."""
     checker = {"cosine_betas": "cosine", "q_sample_from": "jump"}.get(name, name)
-    stub = {"q_sample_from": "q_sample_from"}.get(name, f"my_{name}")   # notebook 01's stub has no my_
+    stub = {"q_sample_from": "q_sample_from", "mix": "mix"}.get(name, f"my_{name}")   # stubs without my_
     ns = exercise(notebook, stub, f"check_{checker}", f"solution_{name}", **names)
     answer = variant(ns[f"solution_{name}"])
     if refusal is None:
