@@ -13,7 +13,7 @@ from ddpm_helpers._validate import check_timesteps, skip_value_checks
 from ddpm_helpers.checkpoint import (check_same_config, checkpoint_path, load_checkpoint, prune_checkpoints,
                                     save_atomically, save_checkpoint)
 from ddpm_helpers.course import colab_badge_url
-from ddpm_helpers.data import load_mnist
+from ddpm_helpers.data import load_mnist, to_uint8
 from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.presets import Preset, get_preset, preset_for
 from ddpm_helpers.sampling import (DigitsInTurn, ddim_step, ddim_timesteps, ddpm_step, dpm_solver_2m_step, predict,
@@ -100,6 +100,9 @@ CASES = [
     ("simple T", lambda: SimpleUNet(num_timesteps=0), ValueError, "num_timesteps must be an integer"),
     # losses
     ("loss prediction", lambda: diffusion_loss(NET, S, IMG, prediction="noise"), ValueError, "prediction must be one of"),
+    ("to_uint8 bytes", lambda: to_uint8(torch.full((1, 1, 2, 2), 200.0)), ValueError, "look like bytes 0..255"),
+    ("make_grid bytes", lambda: viz.make_grid(torch.full((1, 1, 2, 2), 255.0)), ValueError,
+     r"images must hold pixels in \[-1, 1\], got values from 255 to 255, which look like bytes 0..255"),
     ("loss empty batch", lambda: diffusion_loss(NET, S, X[:0]), ValueError, r"x0 must hold at least one image, got shape \(0, 1, 4, 4\)"),
     ("loss x0 channels-last", lambda: diffusion_loss(NET, S, torch.zeros(2, 4, 4, 1)), ValueError,
      r"x0 must have 1 channel\(s\), got shape \(2, 4, 4, 1\).*use x0.permute\(0, 3, 1, 2\)"),

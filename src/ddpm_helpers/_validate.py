@@ -329,6 +329,18 @@ def check_pixel_range(name: str, images: torch.Tensor, only_unsigned: bool = Fal
     return images
 
 
+def refuse_byte_pixels(name: str, images: torch.Tensor) -> None:
+    """Raise if ``images`` look like bytes 0..255 (no value below 0, some above 2): drawn or converted as the course's
+    [-1, 1], they would come out white without a word. Samples a little outside [-1, 1] pass, and so do images in
+    [0, 1], which cannot be told from bright digits in [-1, 1]."""
+    if images.numel() == 0 or not _read_values(images):
+        return
+    lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if lo >= 0 and hi > 2:
+        raise ValueError(f"{name} must hold pixels in [-1, 1], got values from {lo:.4g} to {hi:.4g}, which look like "
+                         "bytes 0..255: use x / 127.5 - 1")
+
+
 def check_timesteps(name: str, t: Any, num_timesteps: int, batch: int | None = None) -> torch.Tensor:
     """Check a batch of 0-based timestep indices, integers in [0, num_timesteps - 1], and return them as a
     ``(B,)`` long tensor (an index tensor of another integer dtype, uint8 in particular, would not index a

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validate import check_bool, check_available_device, check_choice, check_int, check_path, check_tensor
+from ._validate import (check_bool, check_available_device, check_choice, check_int, check_path, check_tensor,
+                        refuse_byte_pixels)
 
 SPLITS = ("train", "test")
 FILES = {
@@ -237,4 +238,5 @@ def load_mnist(
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Map images in [-1, 1] back to uint8 pixels in [0, 255] (clamping first)."""
     check_tensor("images", images, floating=True, finite=True)  # uint8 input is already pixels; NaN has no pixel
+    refuse_byte_pixels("images", images)  # 0..255 as floats: all 255 after the clamp
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -17,7 +17,7 @@ import torch
 from matplotlib import animation
 from matplotlib.lines import Line2D
 
-from ._validate import _show, check_bool, check_float, check_int, check_tensor
+from ._validate import _show, check_bool, check_float, check_int, check_tensor, refuse_byte_pixels
 from .checkpoint import write_atomically
 from .schedules import NoiseSchedule, noise_like
 
@@ -61,6 +61,7 @@ def label_columns(ax: plt.Axes, labels: Sequence, image_width: int = 28, padding
 def _check_images(images: torch.Tensor) -> None:
     """Images to draw: (N, C, H, W), N >= 1, floating point and finite (a NaN has no grey level)."""
     check_tensor("images", images, ndim=4, floating=True, finite=True)
+    refuse_byte_pixels("images", images)
     n, c = images.shape[:2]
     if n == 0:
         raise ValueError("images must hold at least one image, got 0")
