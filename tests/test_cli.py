@@ -114,7 +114,7 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir, capsys, m
     with monkeypatch.context() as patch:
         patch.setattr(cli, "_generate", stopped)
         assert cli.main(["sample", "--run", str(out), "--num", "3", "--steps", "2"]) == 130
-        assert "no samples were written" in capsys.readouterr().err
+        assert "samples are written only once all are drawn" in capsys.readouterr().err
         assert not (out / "samples-ddim2-n3-seed0").exists()
     with monkeypatch.context() as patch:
         patch.setattr(cli, "_evaluate", stopped)

@@ -62,9 +62,10 @@ def write_atomically(files: Mapping[str | os.PathLike, Callable[[BinaryIO], None
     to the open binary file it is given.
 
     Each file is written to a temporary file in its folder and flushed to disk; only when all of them are written
-    do they replace their targets, one rename each, with Ctrl-C and SIGTERM held back meanwhile (in the main
-    thread). A stopped run therefore leaves the earlier set or the new one, never a half-written file and
-    never new weights beside an old card. Returns the paths, in order."""
+    do they replace their targets, one rename each. Ctrl-C and SIGTERM wait until the set is in place (in the main
+    thread): the writing takes a second or so, and a stop inside torch.save's zip writer could surface as another
+    error. A stopped run therefore leaves the earlier set or the new one, never a half-written file and never new
+    weights beside an old card. Returns the paths, in order."""
     if not isinstance(files, Mapping) or not files:
         raise TypeError(f"files must be a non-empty dict of path -> writer, got {_show(files)}")
     targets = {}
@@ -78,19 +79,19 @@ def write_atomically(files: Mapping[str | os.PathLike, Callable[[BinaryIO], None
         targets[path] = write
     temporary = []
     try:
-        for path, write in targets.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-            temporary.append(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it open()'s usual mode
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
         with _signals_held():
+            for path, write in targets.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+                temporary.append(tmp)
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it open()'s usual mode
+                with os.fdopen(fd, "wb") as fh:
+                    write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
             for tmp, path in zip(temporary, targets):
                 os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # a writer's error, or the held Ctrl-C raised once the set is in place (nothing left then)
         for tmp in temporary:
             Path(tmp).unlink(missing_ok=True)
         raise

@@ -460,8 +460,8 @@ def _run(args) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         kept = {"train": "the newest checkpoint, if any, is in the output folder; run the command again to resume",
-                "sample": "no samples were written and earlier files are unchanged; run the command again",
-                "evaluate": "no metrics were written and earlier files are unchanged"}[args.command]
+                "sample": "samples are written only once all are drawn, as one set; run the command again",
+                "evaluate": "the metrics are written only at the end; run the command again"}[args.command]
         print(f"\nstopped by the user ({kept})", file=sys.stderr)
         return 130
     except torch.cuda.OutOfMemoryError:
