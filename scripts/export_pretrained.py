@@ -49,8 +49,9 @@ def main() -> None:
         raise SystemExit(f"{run}/metrics.json is of step {card['metrics'].get('steps')}, but the newest checkpoint "
                          f"{ckpt.name} of step {card['step']}: the run stopped before it wrote its samples and "
                          "metrics; run its train command again (it trains no further) and export then")
-    write_atomically({ASSETS / weights_name: lambda fh: fh.write(save(weights)),
-                      ASSETS / f"pretrained_{args.name}.json": lambda fh: fh.write((json.dumps(card, indent=2) + "\n").encode())})
+    card_text = (json.dumps(card, indent=2) + "\n").encode()
+    write_atomically({ASSETS / weights_name: lambda fh: fh.write(save(weights)),   # weights and card as one set
+                      ASSETS / f"pretrained_{args.name}.json": lambda fh: fh.write(card_text)})
     print(f"wrote {ASSETS / weights_name} ({(ASSETS / weights_name).stat().st_size / 1e6:.2f} MB)")
 
 

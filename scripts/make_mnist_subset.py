@@ -35,7 +35,7 @@ def main() -> None:
         index = rng.permutation(index)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[index], labels[index]
         arrays[f"{split}_source_index"] = index.astype(np.int32)
-    write_atomically({args.out: lambda fh: np.savez_compressed(fh, **arrays)})  # a stop never truncates the shipped file
+    write_atomically({args.out: lambda fh: np.savez_compressed(fh, **arrays)})  # a stop never truncates the file
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)")
 
 

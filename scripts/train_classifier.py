@@ -79,8 +79,9 @@ def main() -> None:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "root")),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    card_text = (json.dumps(card, indent=2) + "\n").encode()
     write_atomically({args.out: lambda fh: fh.write(save(state)),   # weights and card as one set
-                      Path(args.out).with_suffix(".json"): lambda fh: fh.write((json.dumps(card, indent=2) + "\n").encode())})
+                      Path(args.out).with_suffix(".json"): lambda fh: fh.write(card_text)})
     print(json.dumps(card, indent=2))
 
 

@@ -75,7 +75,8 @@ def write_atomically(files: Mapping[str | os.PathLike, Callable[[BinaryIO], None
             raise IsADirectoryError(f"path {str(path)!r} is a folder; give the file to write, such as "
                                     f"{str(path / 'ckpt.pt')!r}")
         if not callable(write):
-            raise TypeError(f"the writer of {str(path)!r} must be a function of an open binary file, got {_show(write)}")
+            raise TypeError(f"the writer of {str(path)!r} must be a function of an open binary file, got "
+                            f"{_show(write)}")
         targets[path] = write
     temporary = []
     try:

@@ -316,9 +316,9 @@ def cmd_sample(args) -> int:
     if not 0 <= args.seed < 2**63:
         raise CLIError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     if args.method != "ddpm" and args.steps > schedule.num_timesteps:
+        default = f" ({SAMPLE_STEPS} is the default)" if args.steps == SAMPLE_STEPS else ""
         raise CLIError(f"--steps {args.steps} is more than this model's num_timesteps={schedule.num_timesteps}"
-                       f"{f' ({SAMPLE_STEPS} is the default)' if args.steps == SAMPLE_STEPS else ''}: give --steps {schedule.num_timesteps} "
-                       "or fewer")
+                       f"{default}: give --steps {schedule.num_timesteps} or fewer")
     if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
         raise CLIError(f"--guidance-scale must be a number of at least 0, got {args.guidance_scale:g}")
     if args.guidance_scale != 1.0 and not config.class_conditional:
