@@ -46,11 +46,14 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
-def _check_feature_map(x: torch.Tensor, channels: int, block: str) -> None:
-    """A building block's input: a (B, C, H, W) tensor with the block's C (torch's own errors name neither)."""
+def _check_feature_map(x: torch.Tensor, channels: int, block: nn.Module) -> None:
+    """A building block's input: a (B, C, H, W) tensor with the block's C, on its weights' device and of their dtype
+    (torch's own errors name neither)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != channels:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else _show(x)
-        raise ValueError(f"x must be a feature map of shape (B, {channels}, H, W) for this {block}, got {got}")
+        raise ValueError(f"x must be a feature map of shape (B, {channels}, H, W) for this {type(block).__name__}, "
+                         f"got {got}")
+    check_input_like_weights("x", x, block)
 
 
 class ResBlock(nn.Module):
@@ -75,10 +78,13 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        _check_feature_map(x, self.conv1.in_channels, "ResBlock")
-        if emb.ndim != 2 or emb.shape[0] not in (1, x.shape[0]) or emb.shape[1] != self.emb.in_features:
-            raise ValueError(f"emb must be the time embedding, of shape (B, emb_dim) = ({x.shape[0]}, "
-                             f"{self.emb.in_features}), got {tuple(emb.shape)}")
+        _check_feature_map(x, self.conv1.in_channels, self)
+        if (not isinstance(emb, torch.Tensor) or emb.ndim != 2 or emb.shape[0] not in (1, x.shape[0])
+                or emb.shape[1] != self.emb.in_features):
+            got = tuple(emb.shape) if isinstance(emb, torch.Tensor) else _show(emb)
+            raise ValueError(f"emb must be the time embedding, a tensor of shape (B, emb_dim) = ({x.shape[0]}, "
+                             f"{self.emb.in_features}), got {got}")
+        check_input_like_weights("emb", emb, self)
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
@@ -104,7 +110,7 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_feature_map(x, self.qkv.in_channels, "SelfAttention")
+        _check_feature_map(x, self.qkv.in_channels, self)
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
         out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
@@ -120,7 +126,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_feature_map(x, self.conv.in_channels, "Downsample")
+        _check_feature_map(x, self.conv.in_channels, self)
         return self.conv(x)
 
 
@@ -133,7 +139,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_feature_map(x, self.conv.in_channels, "Upsample")  # a 3-D x would be stretched along W only
+        _check_feature_map(x, self.conv.in_channels, self)  # a 3-D x would be stretched along W only
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
