@@ -28,6 +28,12 @@ from ddpm_helpers.data import read_idx
 from ddpm_helpers.unet import (Downsample, ResBlock, SelfAttention, SimpleUNet, UNet, UNetConfig, Upsample,
                                count_parameters, receptive_field, sinusoidal_embedding)
 
+def _load_changed(**changes):
+    """A Trainer's own state, with ``changes``, loaded into a Trainer (a state that is bad only in those entries)."""
+    trainer = Trainer(TINY, IMG)
+    trainer.load_state({**trainer.state_dict(), **changes})
+
+
 S = NoiseSchedule.from_name("linear", 10)
 X = torch.zeros(2, 1, 4, 4)
 T2 = torch.tensor([0, 1])
@@ -486,6 +492,13 @@ CASES = [
      "state must be a dict as Trainer.state_dict"),
     ("trainer load_state partial", lambda: Trainer(TINY, IMG).load_state({"config": TINY.to_dict()}), CheckpointError,
      r"the state lacks 'model', 'ema', 'optimizer', 'lr_scheduler', 'step', 'history', 'rng': it was not written"),
+    ("ema update float64", lambda: EMA(torch.nn.Linear(2, 2), 0.9).update(torch.nn.Linear(2, 2).double(), 1), TypeError,
+     r"model's weights are torch.float64 on cpu, but this EMA's are torch.float32 on cpu"),
+    ("trainer load_state step", lambda: _load_changed(step="x"), CheckpointError, r"the state has step='x'; a Trainer"),
+    ("trainer load_state history", lambda: _load_changed(history=None), CheckpointError,
+     "the state has history=None; a Trainer state's history is a list of losses"),
+    ("trainer load_state rng", lambda: _load_changed(rng={}), CheckpointError,
+     r"the state has rng=\{\}; a Trainer state's rng is a dict of generator states"),
     ("resblock emb of another width", lambda: ResBlock(8, 8, 16)(torch.zeros(2, 8, 4, 4), torch.zeros(2, 10)),
      ValueError, r"emb must be the time embedding, a tensor of shape \(B, emb_dim\) = \(2, 16\), got \(2, 10\)"),
     ("resblock emb a list", lambda: ResBlock(8, 8, 16)(torch.zeros(2, 8, 4, 4), [0]), ValueError,

@@ -322,6 +322,10 @@ class EMA:
         if [p.shape for p in params] != [p.shape for p in ema_params]:  # torch's error: "Tensor lists must have..."
             raise ValueError(f"model must be the network this EMA was made from ({len(ema_params)} weight tensors); "
                              f"got one with other weights ({len(params)} tensors, or other shapes)")
+        if params and (params[0].dtype, params[0].device) != (ema_params[0].dtype, ema_params[0].device):
+            raise TypeError(f"model's weights are {params[0].dtype} on {params[0].device}, but this EMA's are "
+                            f"{ema_params[0].dtype} on {ema_params[0].device}: move or convert one of them, or make "
+                            "the EMA again from the model as it is now")
         torch._foreach_lerp_(ema_params, params, 1 - decay)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
@@ -329,6 +333,18 @@ class EMA:
 
 class NonFiniteLossError(FloatingPointError):
     """The loss or the gradient became NaN or Inf."""
+
+
+def _check_counters(where: str, state: dict) -> None:
+    """The plain entries of a Trainer state: a step count, a loss history, random streams (as state_dict writes)."""
+    step, history, rng = state["step"], state["history"], state["rng"]
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise CheckpointError(f"{where} has step={step!r}; a Trainer state's step is a count of steps, an int >= 0")
+    if not isinstance(history, (list, tuple)) or not all(isinstance(v, numbers.Real) for v in history):
+        raise CheckpointError(f"{where} has history={_show(history)}; a Trainer state's history is a list of losses")
+    if not (isinstance(rng, dict) and all(isinstance(rng.get(k), torch.Tensor) for k in ("torch", "batch"))):
+        raise CheckpointError(f"{where} has rng={_show(rng)}; a Trainer state's rng is a dict of generator states "
+                              "with 'torch' and 'batch' (tensors), as Trainer.state_dict() writes")
 
 
 class Trainer:
@@ -502,6 +518,7 @@ class Trainer:
             raise CheckpointError(f"{where} lacks {', '.join(repr(k) for k in missing)}: it was not written by "
                                   "Trainer.state_dict() (or Trainer.save)")
         check_same_config(state["config"], self.config.to_dict(), ignore=RESUMABLE_CHANGES)
+        _check_counters(where, state)  # before anything is loaded: a bad value must not leave half a state behind
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.world_size:
             raise CheckpointError(
