@@ -59,7 +59,9 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description="tiny U-Net, v-prediction, 200 steps: checks the whole pipeline on a CPU in about a minute",
-        train=TrainConfig(  # v, not eps: after 200 steps eps-prediction's DDIM samples are noise (notebook 03 §6)
+        # v, not eps: after short training eps-prediction's deterministic DDIM samples are still noise (notebook 03 §6
+        # shows it after 600 steps of the cpu preset)
+        train=TrainConfig(
             schedule="cosine", num_timesteps=200, prediction="v", base_channels=16, channel_mults=(1, 2, 2),
             num_res_blocks=1, attention_levels=(), dropout=0.0, steps=200, batch_size=32, lr=2e-3, warmup_steps=20,
             checkpoint_every=100, log_every=20, ema_decay=0.99,

@@ -59,7 +59,7 @@ def ddpm_step(
     2. posterior mean :math:`\tilde\mu_t(x_t, \hat x_0)` (eq. 7). Without clipping this equals the
        seed article's :math:`\frac{1}{\sqrt{\alpha_t}}(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\hat\epsilon)` (eq. 11);
     3. add :math:`\sigma_t z` with :math:`\sigma_t^2 = \tilde\beta_t` (``"beta_tilde"``) or :math:`\beta_t`
-       (``"beta"``), both from section 3.2; no noise at the last step (``t = 0``).
+       (``"beta"``), both from section 3.2 of Ho et al. 2020; no noise at the last step (``t = 0``).
     """
     check_schedule("schedule", schedule)
     check_bool("clip_x0", clip_x0)
