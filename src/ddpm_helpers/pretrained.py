@@ -14,7 +14,7 @@ import torch
 
 from ._validate import check_available_device, check_choice
 from .schedules import NoiseSchedule
-from .train import MEMORY_FORMATS, TrainConfig, apply_memory_format
+from .train import MEMORY_FORMATS, TrainConfig, model_from_weights
 from .unet import UNet
 
 
@@ -45,10 +45,6 @@ def load_pretrained(name: str = "mnist-cpu", device: str | torch.device = "cpu",
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
     card = model_card(name)
     config = TrainConfig.from_dict(card["config"])
-    model = UNet(config.unet_config())
     with resources.as_file(resources.files("ddpm_helpers.assets").joinpath(card["weights"])) as path:
         state = load_file(str(path))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    model.prediction = config.prediction  # what it outputs: sample() reads it
-    model = apply_memory_format(model.to(device).eval(), memory_format, device)
-    return model, config.make_schedule().to(device), config
+    return model_from_weights(config, state, device, memory_format)  # float16 weights are stored made float32

@@ -335,6 +335,18 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or the gradient became NaN or Inf."""
 
 
+def model_from_weights(config: TrainConfig, weights: dict, device: torch.device,
+                       memory_format: str = "auto") -> tuple[UNet, NoiseSchedule, TrainConfig]:
+    """(model in eval mode, schedule, config): ``config``'s UNet with ``weights`` (a state dict, made float32), on
+    ``device`` in the layout ``memory_format`` chooses; the model records ``config.prediction``, which
+    :func:`~ddpm_helpers.sampling.sample` reads. What :meth:`Trainer.load_model` and ``load_pretrained`` share."""
+    model = UNet(config.unet_config())
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    model.prediction = config.prediction  # what it outputs
+    model = apply_memory_format(model.to(device).eval(), memory_format, device)
+    return model, config.make_schedule().to(device), config
+
+
 def _check_counters(where: str, state: dict) -> None:
     """The plain entries of a Trainer state: a step count, a loss history, random streams (as state_dict writes)."""
     step, history, rng = state["step"], state["history"], state["rng"]
@@ -578,11 +590,7 @@ class Trainer:
             raise CheckpointError(f"{path} is a checkpoint, but not one of the Trainer's: it has no {' or '.join(missing)} "
                                   f"(its entries: {sorted(map(str, state))})")
         config = TrainConfig.from_dict(state["config"])
-        model = UNet(config.unet_config())
-        model.load_state_dict(state["ema" if ema else "model"])
-        model.prediction = config.prediction  # what it outputs: sample() reads it
-        model = apply_memory_format(model.to(device).eval(), memory_format, device)
-        return model, config.make_schedule().to(device), config
+        return model_from_weights(config, state["ema" if ema else "model"], device, memory_format)
 
     # ---- training -------------------------------------------------------------------------
     def train_step(self) -> float:
