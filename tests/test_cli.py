@@ -114,7 +114,7 @@ def test_smoke_preset_trains_samples_and_evaluates(tmp_path, data_dir, capsys, m
     with monkeypatch.context() as patch:
         patch.setattr(cli, "_generate", stopped)
         assert cli.main(["sample", "--run", str(out), "--num", "3", "--steps", "2"]) == 130
-        assert "samples are written only once all are drawn" in capsys.readouterr().err
+        assert "each finished batch of 500 samples is kept" in capsys.readouterr().err
         assert not (out / "samples-ddim2-n3-seed0").exists()
     with monkeypatch.context() as patch:
         patch.setattr(cli, "_evaluate", stopped)
@@ -278,3 +278,66 @@ def test_under_torchrun_every_rank_leaves_without_teardown_with_its_status(monke
     assert left == [1 if error else 0]
     if error:
         assert "RuntimeError: a bug" in capsys.readouterr().err
+
+
+def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, monkeypatch, capsys):
+    """Left alone until 2026-12-06: a stop threw away every finished batch (minutes of a 1000-step run on a CPU).
+    Now each batch is kept with the generator's state after it; the rerun draws only the rest, and the images equal
+    those of a run never stopped."""
+    run = tmp_path / "run"
+    assert cli.main(["train", "--preset", "cpu", "--steps", "2", "--out", str(run), "--num-samples", "2",
+                     "--eval-samples", "4", "--quiet", "--data-dir", data_dir]) == 0
+    monkeypatch.setattr(cli, "SAMPLE_BATCH", 3)
+    flags = ["sample", "--run", str(run), "--num", "8", "--steps", "2", "--guidance-scale", "2"]
+    assert cli.main([*flags, "--out", str(tmp_path / "whole")]) == 0
+    whole = torch.load(tmp_path / "whole" / "samples.pt", weights_only=True)
+    assert not (tmp_path / "whole" / ".partial").exists()
+
+    calls, real_sample = [], cli.sample
+
+    def stopped_in_batch(after):
+        def fake(*args, **kwargs):
+            calls.append(kwargs["y"].tolist())
+            if len(calls) > after:
+                raise KeyboardInterrupt
+            return real_sample(*args, **kwargs)
+        return fake
+
+    out = tmp_path / "stopped"
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "sample", stopped_in_batch(after=2))
+        assert cli.main([*flags, "--out", str(out)]) == 130
+    assert "each finished batch of 3 samples is kept" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / ".partial").iterdir()) == ["batch_000001.pt", "batch_000002.pt"]
+    assert not (out / "samples.pt").exists()
+
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "sample", stopped_in_batch(after=99))
+        assert cli.main([*flags, "--out", str(out)]) == 0
+    assert calls == [[6, 7]], "only the last batch is drawn again, with its labels"
+    assert "going on from the 6 samples a stopped run kept" in capsys.readouterr().err
+    resumed = torch.load(out / "samples.pt", weights_only=True)
+    assert torch.equal(resumed["images"], whole["images"]) and torch.equal(resumed["labels"], whole["labels"])
+    assert not (out / ".partial").exists()
+    assert json.loads((out / "sample_config.json").read_text())["seconds"] > 0
+
+    # kept batches of other settings (here another seed) are never mixed in; a stop before the first batch is
+    # finished leaves no folder behind
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "sample", stopped_in_batch(after=1))
+        assert cli.main([*flags, "--out", str(out)]) == 130
+    assert len(list((out / ".partial").iterdir())) == 1
+    capsys.readouterr()
+    assert cli.main([*flags, "--seed", "1", "--out", str(out)]) == 0
+    assert "1 kept batch(es) in" in capsys.readouterr().err   # "... were drawn with other settings or are damaged"
+    other = torch.load(out / "samples.pt", weights_only=True)
+    assert cli.main([*flags, "--seed", "1", "--out", str(tmp_path / "seed1")]) == 0
+    assert torch.equal(other["images"], torch.load(tmp_path / "seed1" / "samples.pt", weights_only=True)["images"])
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "sample", stopped_in_batch(after=0))
+        assert cli.main([*flags, "--seed", "2"]) == 130
+    assert calls and not list(run.glob("samples-*seed2"))

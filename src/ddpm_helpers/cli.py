@@ -8,7 +8,8 @@
 config and library versions), ``loss.png``, ``samples.png``, ``samples.pt`` and ``metrics.json``.
 ``sample`` writes into a sub-folder of the run named after its settings, and ``evaluate`` writes
 ``<samples>_metrics.json`` beside the samples, so neither overwrites what training wrote.
-Ctrl-C saves a checkpoint first; running the same command again resumes. ``--minutes M`` instead of ``--steps``
+Ctrl-C saves a checkpoint first (``train``) or keeps the finished batches (``sample``); running the same command
+again resumes. ``--minutes M`` instead of ``--steps``
 times a few steps on this machine first and trains as many steps as fit in M minutes (a slow laptop trains fewer,
 a fast one more; the cosine learning rate is fitted to that length, and ``config.json`` records it).
 
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import hashlib
 import io
 import json
 import math
@@ -37,7 +40,7 @@ import torch
 
 from . import distributed
 from ._validate import check_float
-from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, write_atomically
+from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, save_atomically, write_atomically
 from .data import DataCorruptError, DataNotFoundError, load_mnist
 from .presets import PRESETS, get_preset
 from .sampling import METHODS, sample
@@ -87,21 +90,79 @@ def _checkpoint_from(args) -> Path:
     return Path(newest["path"])
 
 
+SAMPLE_BATCH = 500   # images per call of sample(): bounds memory, and is the unit a stopped `sample` keeps
+
+
 def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps: int | None, eta: float,
-              seed: int, device, digit: int | None, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+              seed: int, device, digit: int | None, guidance: float,
+              keep: KeptBatches | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``num`` samples, drawn in batches of :data:`SAMPLE_BATCH` from one generator seeded with ``seed``; with
+    ``keep``, finished batches are saved as they come and those a stopped run left are read back (see
+    :class:`KeptBatches`)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = None
     if config.class_conditional:
         labels = (torch.arange(num) % 10) if digit is None else torch.full((num,), digit)
         labels = labels.to(device)
-    images = []
-    batch = 500
-    for start in range(0, num, batch):
-        n = min(batch, num - start)
+    images = [] if keep is None else keep.load(gen)
+    for start in range(SAMPLE_BATCH * len(images), num, SAMPLE_BATCH):
+        n = min(SAMPLE_BATCH, num - start)
+        began = time.perf_counter()
         images.append(sample(model, schedule, n, method=method, steps=steps if method != "ddpm" else None,
                              eta=eta, prediction=config.prediction, generator=gen, device=device,
                              y=None if labels is None else labels[start:start + n], guidance_scale=guidance).cpu())
+        if keep is not None and start + n < num:   # the last batch goes straight into the finished set
+            keep.save(len(images), images[-1], gen, time.perf_counter() - began)
     return torch.cat(images), None if labels is None else labels.cpu()
+
+
+class KeptBatches:
+    """The finished batches of a `sample` run, kept in ``folder`` (``<out>/.partial``) until the whole set is written.
+
+    Each batch file holds its images, the run's ``settings`` and the generator's state after the batch. A run of the
+    same settings reads them back and draws only the rest, from that state: a stop loses at most the batch being
+    drawn, and the images equal those of a run never stopped."""
+
+    def __init__(self, folder: Path, settings: dict) -> None:
+        self.folder, self.settings, self.seconds_before = folder, settings, 0.0
+
+    def load(self, gen: torch.Generator) -> list[torch.Tensor]:
+        """The kept batches of these settings, in order, with ``gen`` set to the state after the last; batches of
+        other settings, or damaged ones, are removed (new ones will be drawn in their place)."""
+        files = sorted(self.folder.glob("batch_*.pt")) if self.folder.is_dir() else []
+        batches = []
+        for number, file in enumerate(files, 1):
+            try:
+                saved = torch.load(file, map_location="cpu", weights_only=True)
+                usable = file.name == f"batch_{number:06d}.pt" and saved["settings"] == self.settings
+            except Exception:  # unreadable, or not one of ours: never trusted
+                usable = False
+            if not usable:
+                break
+            batches.append(saved)
+        if len(batches) < len(files):
+            print(f"note: {len(files) - len(batches)} kept batch(es) in {self.folder} were drawn with other settings "
+                  "or are damaged; drawing them again", file=sys.stderr)
+            for file in files[len(batches):]:
+                file.unlink()
+        if batches:
+            gen.set_state(batches[-1]["rng"])
+            print(f"going on from the {sum(len(b['images']) for b in batches)} samples a stopped run kept in "
+                  f"{self.folder}", file=sys.stderr)
+        self.seconds_before = sum(b["seconds"] for b in batches)
+        return [b["images"] for b in batches]
+
+    def save(self, number: int, images: torch.Tensor, gen: torch.Generator, seconds: float) -> None:
+        save_atomically({"settings": self.settings, "images": images, "rng": gen.get_state(), "seconds": seconds},
+                        self.folder / f"batch_{number:06d}.pt")
+
+    def remove(self) -> None:
+        """Once the whole set is written, or when a stopped run finished no batch."""
+        if self.folder.is_dir():
+            for file in self.folder.glob("batch_*.pt"):
+                file.unlink()
+            with contextlib.suppress(OSError):   # a file of someone else's stays, and so does the folder
+                self.folder.rmdir()
 
 
 def _sample_files(out: Path, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
@@ -341,22 +402,39 @@ def cmd_sample(args) -> int:
     except (FileExistsError, NotADirectoryError) as err:
         raise CLIError(f"--out must be a folder (new or existing), got {str(out)!r}, which is a file or lies "
                        f"under one") from err
+    # what must match for a rerun to go on from the batches a stopped run kept: the weights (by content, as a
+    # rerun of `train` may rewrite a checkpoint), every setting that changes the images, and the kind of device
+    # (a CUDA generator draws other numbers than a CPU one)
+    settings = {"checkpoint_sha256": _sha256(path), "device": device.type, "batch": SAMPLE_BATCH,
+                **{k: getattr(args, k) for k in ("num", "method", "steps", "eta", "seed", "digit", "guidance_scale")}}
+    keep = KeptBatches(out / ".partial", settings)
     start = time.perf_counter()
     try:
         images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
-                                   device, args.digit, args.guidance_scale)
+                                   device, args.digit, args.guidance_scale, keep=keep)
     except KeyboardInterrupt:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # the folder made for this run, still empty
+        if not any(keep.folder.glob("batch_*.pt")):
+            keep.remove()
+            if created and not any(out.iterdir()):
+                out.rmdir()  # the folder made for this run, still empty
         raise
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + keep.seconds_before
     write_atomically({**_sample_files(out, images, labels),   # the three files as one set: a stop leaves no mix
                       out / "sample_config.json": _json({**{k: v for k, v in vars(args).items() if k != "func"},
                                                           "checkpoint": str(path),  # the file used, also with --run
                                                           "seconds": round(seconds, 2),
                                                           "versions": library_versions()})})
+    keep.remove()
     print(f"{args.num} samples in {seconds:.1f} s -> {out}/samples.pt and {out}/samples.png")
     return 0
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cmd_evaluate(args) -> int:
@@ -460,7 +538,8 @@ def _run(args) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         kept = {"train": "the newest checkpoint, if any, is in the output folder; run the command again to resume",
-                "sample": "samples are written only once all are drawn, as one set; run the command again",
+                "sample": f"each finished batch of {SAMPLE_BATCH} samples is kept; run the same command again to go "
+                          "on from them",
                 "evaluate": "the metrics are written only at the end; run the command again"}[args.command]
         print(f"\nstopped by the user ({kept})", file=sys.stderr)
         return 130
