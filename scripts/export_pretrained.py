@@ -9,6 +9,8 @@ command again first). The weights and the card are written as one set: a stop le
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 
 from safetensors.torch import save
@@ -18,14 +20,20 @@ from ddpm_helpers.checkpoint import list_checkpoints, load_checkpoint, write_ato
 ASSETS = Path(__file__).parents[1] / "src/ddpm_helpers/assets"
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="output folder of `python -m ddpm_helpers train`")
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name", required=True, help="letters, digits and dashes, e.g. mnist-cpu")
     parser.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
     parser.add_argument("--benchmark", help="a benchmarks/results/*.json of the same recipe to cite in the card")
-    args = parser.parse_args()
+    parser.add_argument("--out-dir", default=str(ASSETS), help="where to write (default: the package's assets)")
+    args = parser.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", args.name):
+        parser.error(f"--name must be letters, digits and dashes (it names files and load_pretrained's choice), "
+                     f"got {args.name!r}")
     run = Path(args.run)
+    if not list_checkpoints(run):
+        parser.error(f"run {args.run!r} holds no checkpoint (ckpt_*.pt): give the --out folder of a train command")
     ckpt = list_checkpoints(run)[-1]
     state = load_checkpoint(ckpt)
     weights = {k: (v.half() if args.half and v.is_floating_point() else v).contiguous() for k, v in state["ema"].items()}
@@ -50,10 +58,12 @@ def main() -> None:
                          f"{ckpt.name} of step {card['step']}: the run stopped before it wrote its samples and "
                          "metrics; run its train command again (it trains no further) and export then")
     card_text = (json.dumps(card, indent=2) + "\n").encode()
-    write_atomically({ASSETS / weights_name: lambda fh: fh.write(save(weights)),   # weights and card as one set
-                      ASSETS / f"pretrained_{args.name}.json": lambda fh: fh.write(card_text)})
-    print(f"wrote {ASSETS / weights_name} ({(ASSETS / weights_name).stat().st_size / 1e6:.2f} MB)")
+    out = Path(args.out_dir)
+    write_atomically({out / weights_name: lambda fh: fh.write(save(weights)),   # weights and card as one set
+                      out / f"pretrained_{args.name}.json": lambda fh: fh.write(card_text)})
+    print(f"wrote {out / weights_name} ({(out / weights_name).stat().st_size / 1e6:.2f} MB)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import _common  # noqa: E402  (the machine's description, as in every benchmark row)
 
+from ddpm_helpers.checkpoint import write_atomically  # noqa: E402
 from ddpm_helpers.cli import _generate  # noqa: E402
 from ddpm_helpers.metrics import evaluate_samples  # noqa: E402
 from ddpm_helpers.presets import get_preset  # noqa: E402
@@ -59,7 +60,8 @@ def main() -> None:
             "metrics": new,  # no time: scoring is not a timing run (the card's "metrics" has the timed one)
         }
         path = ASSETS / f"pretrained_{args.name}.json"
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        card_text = (json.dumps(card, indent=2) + "\n").encode()
+        write_atomically({path: lambda fh: fh.write(card_text)})   # a stop never truncates the card
         print(f"wrote {path}")
 
 
