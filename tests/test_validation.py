@@ -524,6 +524,18 @@ CASES = [
     ("save_checkpoint a list", lambda: save_checkpoint([1], "x.pt"), TypeError, "state must be a dict, such as"),
     ("check_same_config None", lambda: check_same_config(None, {}), TypeError,
      r"saved must be a config as a dict \(TrainConfig.to_dict\(\)\), got NoneType"),
+    # review, 2026-12-06: the rare raw errors left alone on 2026-12-05
+    ("check_image_shape of one 2-D image", lambda: UNet(UNetConfig(base_channels=8, channel_mults=(1,)))
+     .check_image_shape((28, 28)), ValueError,   # was: "not enough values to unpack (expected 3, got 2)"
+     r"x must be images of shape \(N, C, H, W\) or one image \(C, H, W\), got shape \(28, 28\); 28x28 pixels need "
+     r"a channel dimension: \(1, 28, 28\) for one image"),
+    ("noise_like of integer pixels", lambda: noise_like(torch.zeros(2, 1, 4, 4, dtype=torch.uint8)), TypeError,
+     r"x must have a floating-point dtype, got torch.uint8"),   # was: "normal_kernel_cpu" not implemented for 'Byte'
+    ("check_same_config ignore a str", lambda: check_same_config({"lr": 1}, {"lr": 2}, ignore="lr"), TypeError,
+     r"ignore must be a tuple of setting names, got 'lr' \(for one name: ignore=\('lr',\)\)"),  # was: l and r
+    ("Trainer out_dir empty", lambda: Trainer(TINY, IMG, out_dir=""), ValueError,   # was: the current folder
+     r"out_dir must be a folder, got the empty string '' \(for the current folder, pass '.'\)"),
+    ("load_mnist root empty", lambda: load_mnist("train", root=""), ValueError, r"root must be a folder, got the empty"),
 ]
 
 

@@ -232,6 +232,9 @@ def check_same_config(saved: dict[str, Any], current: dict[str, Any], ignore: tu
     for name, value in (("saved", saved), ("current", current)):
         if not isinstance(value, dict):
             raise TypeError(f"{name} must be a config as a dict (TrainConfig.to_dict()), got {type(value).__name__}")
+    if not isinstance(ignore, (tuple, list, set, frozenset)) or not all(isinstance(k, str) for k in ignore):
+        hint = f" (for one name: ignore=({ignore!r},))" if isinstance(ignore, str) else ""
+        raise TypeError(f"ignore must be a tuple of setting names, got {ignore!r}{hint}")
     keys = sorted((set(saved) | set(current)) - set(ignore))
     diffs = [
         f"{k}: checkpoint has {saved.get(k, '<missing>')!r}, now {current.get(k, '<missing>')!r}"

@@ -116,7 +116,7 @@ def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
     A generator lives on one device, and ``torch.randn`` refuses a CPU generator for a CUDA tensor: so draw
     where the generator is, then move. (A CPU generator also gives the same noise on every machine.)
     """
-    check_tensor("x", x)
+    check_tensor("x", x, floating=True)  # torch's "normal_kernel_cpu not implemented for 'Long'" names nothing
     check_generator("generator", generator)
     device = x.device if generator is None else generator.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)

@@ -279,6 +279,10 @@ class UNet(nn.Module):
         """Raise, naming ``name``, unless ``shape`` (``(N, C, H, W)`` or ``(C, H, W)``) has this UNet's channels and
         an H and W that its down-sampling divides."""
         cfg, f = self.config, self.downsample_factor
+        if len(shape) not in (3, 4):
+            raise ValueError(f"{name} must be images of shape (N, C, H, W) or one image (C, H, W), got shape "
+                             f"{tuple(shape)}" + (f"; {shape[0]}x{shape[1]} pixels need a channel dimension: "
+                                                   f"(1, {shape[0]}, {shape[1]}) for one image" if len(shape) == 2 else ""))
         c, h, w = shape[-3:]
         if c != cfg.in_channels:
             hint = ""
