@@ -385,3 +385,38 @@ def test_exercise_checkers_accept_other_correct_forms_and_say_what_is_wrong(note
     else:
         with pytest.raises(AssertionError, match=re.escape(refusal)):
             ns[f"check_{checker}"](answer)
+
+
+def test_notebook_06_sweep_stopped_half_way_goes_on_from_the_settings_it_finished():
+    """Notebook 06's steps-versus-quality sweep takes 8 to 10 minutes on a CPU. Until 2026-12-06 running the cell
+    again after the stop button drew every setting anew; now it keeps the finished ones for the same model. Run here
+    on stand-ins for the sampler and the metrics, which count their calls."""
+    cells = ["".join(c["source"]) for c in
+             json.loads((REPO / "notebooks" / "06_sampling_and_evaluation.ipynb").read_text())["cells"]]
+    sweep = [c for c in cells if re.search(r"^def generate\(", c, flags=re.M)]
+    assert len(sweep) == 1
+    drawn = []
+
+    def fake_sample(model, schedule, n, **kwargs):
+        drawn.append(kwargs.get("steps") or kwargs["method"])
+        if len(drawn) == stop_at:
+            raise KeyboardInterrupt   # the stop button
+        return torch.zeros(n, 1, 28, 28)
+
+    ns = dict(torch=torch, time=__import__("time"), device=torch.device("cpu"), model=object(), schedule=None,
+              PREDICTION="v", T=100, DDIM_STEPS=[5, 10], NUM_EVAL=4, sample=fake_sample,
+              evaluate_samples=lambda x: {"frechet_distance": float(len(drawn)), "frechet_distance_floor": 1.0})
+    stop_at = 4   # in the fourth setting: DDPM twice, DDIM 5, then DDIM 10
+    with pytest.raises(KeyboardInterrupt):
+        exec(sweep[0], ns)
+    assert "results" not in ns and len(ns["done"]) == 3
+    drawn.clear()
+    stop_at = None
+    exec(sweep[0], ns)   # run again: only what was left
+    assert drawn == [10, 5, 10]   # DDIM 10, then DPM-Solver++ 5 and 10
+    assert [r["name"] for r in ns["results"]] == [name for name, _, _ in ns["settings"]]
+    assert [r["frechet_distance"] for r in ns["results"]] == [1, 2, 3, 1, 2, 3]   # kept, then drawn now
+    drawn.clear()
+    ns["model"] = object()   # another model: everything is drawn again
+    exec(sweep[0], ns)
+    assert len(drawn) == 6
