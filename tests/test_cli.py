@@ -289,9 +289,15 @@ def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, 
                      "--eval-samples", "4", "--quiet", "--data-dir", data_dir]) == 0
     monkeypatch.setattr(cli, "SAMPLE_BATCH", 3)
     flags = ["sample", "--run", str(run), "--num", "8", "--steps", "2", "--guidance-scale", "2"]
+    capsys.readouterr()
     assert cli.main([*flags, "--out", str(tmp_path / "whole")]) == 0
     whole = torch.load(tmp_path / "whole" / "samples.pt", weights_only=True)
     assert not (tmp_path / "whole" / ".partial").exists()
+    err = capsys.readouterr().err   # progress: a bar over each batch's steps, a line after each batch
+    assert "ddim sampling" in err and "3 of 8 samples drawn" in err and "8 of 8 samples drawn" in err
+    assert cli.main([*flags, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert "sampling" not in capsys.readouterr().err
+    assert torch.equal(torch.load(tmp_path / "quiet" / "samples.pt", weights_only=True)["images"], whole["images"])
 
     calls, real_sample = [], cli.sample
 

@@ -95,10 +95,10 @@ SAMPLE_BATCH = 500   # images per call of sample(): bounds memory, and is the un
 
 def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps: int | None, eta: float,
               seed: int, device, digit: int | None, guidance: float,
-              keep: KeptBatches | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+              keep: KeptBatches | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``num`` samples, drawn in batches of :data:`SAMPLE_BATCH` from one generator seeded with ``seed``; with
     ``keep``, finished batches are saved as they come and those a stopped run left are read back (see
-    :class:`KeptBatches`)."""
+    :class:`KeptBatches`); with ``progress``, a bar over each batch's steps and a line after each batch."""
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = None
     if config.class_conditional:
@@ -110,9 +110,13 @@ def _generate(model, schedule, config: TrainConfig, num: int, method: str, steps
         began = time.perf_counter()
         images.append(sample(model, schedule, n, method=method, steps=steps if method != "ddpm" else None,
                              eta=eta, prediction=config.prediction, generator=gen, device=device,
-                             y=None if labels is None else labels[start:start + n], guidance_scale=guidance).cpu())
+                             y=None if labels is None else labels[start:start + n], guidance_scale=guidance,
+                             progress=progress).cpu())
         if keep is not None and start + n < num:   # the last batch goes straight into the finished set
             keep.save(len(images), images[-1], gen, time.perf_counter() - began)
+        if progress and num > SAMPLE_BATCH:
+            print(f"{start + n} of {num} samples drawn ({time.perf_counter() - began:.1f} s for the last "
+                  f"{n})", file=sys.stderr, flush=True)
     return torch.cat(images), None if labels is None else labels.cpu()
 
 
@@ -305,7 +309,7 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     samples, sample_labels = _generate(trainer.ema_model, trainer.schedule, config, preset.num_samples,
                                        preset.sampler, preset.sampler_steps, 0.0, config.seed, device, None,
-                                       _guidance(preset, config))
+                                       _guidance(preset, config), progress=config.progress)
     sample_seconds = time.perf_counter() - start
     metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir)
     metrics.update({"train_seconds_this_session": round(train_seconds, 2), "steps": trainer.step,
@@ -322,7 +326,7 @@ def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
     from .metrics import evaluate_samples
 
     images, labels = _generate(model, schedule, config, preset.eval_samples, preset.sampler, preset.sampler_steps,
-                               0.0, config.seed + 1, device, None, _guidance(preset, config))
+                               0.0, config.seed + 1, device, None, _guidance(preset, config), progress=config.progress)
     result = evaluate_samples(images, labels, root=data_dir)
     result.update({"sampler": preset.sampler, "sampler_steps": preset.sampler_steps,
                    "guidance_scale": preset.guidance_scale if config.class_conditional else None})
@@ -411,7 +415,7 @@ def cmd_sample(args) -> int:
     start = time.perf_counter()
     try:
         images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
-                                   device, args.digit, args.guidance_scale, keep=keep)
+                                   device, args.digit, args.guidance_scale, keep=keep, progress=not args.quiet)
     except KeyboardInterrupt:
         if not any(keep.folder.glob("batch_*.pt")):
             keep.remove()
@@ -495,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     p.add_argument("--out", help="output folder (default: a sub-folder of the checkpoint's folder named after the "
                                  "settings, e.g. samples-ddim50-n64-seed0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="score generated images (an (N, 1, 28, 28) tensor file)")
