@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     steps_per_epoch = len(x_train) // args.batch_size
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.epochs * steps_per_epoch)
-    epoch, step, order, seconds, acc = 0, 0, None, 0.0, None
+    epoch, step, order, seconds, acc, last_loss = 0, 0, None, 0.0, None, None
     if state_file.exists() and not args.restart:
         try:
             kept = load_checkpoint(state_file)
@@ -96,14 +96,15 @@ def main(argv=None) -> int:
         sched.load_state_dict(kept["lr_schedule"])
         gen.set_state(kept["generator"])
         torch.set_rng_state(kept["torch_rng"])
-        epoch, step, order, seconds, acc = (kept[k] for k in ("epoch", "step", "order", "seconds", "accuracy"))
+        epoch, step, order, seconds, acc, last_loss = (kept[k] for k in ("epoch", "step", "order", "seconds",
+                                                                         "accuracy", "loss"))
         print(f"going on from epoch {epoch + 1}, step {step} of {steps_per_epoch} ({state_file})", flush=True)
 
     def keep() -> None:
         save_checkpoint({"settings": settings, "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "lr_schedule": sched.state_dict(), "generator": gen.get_state(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "order": order,
-                         "seconds": seconds + time.time() - start, "accuracy": acc}, state_file)
+                         "seconds": seconds + time.time() - start, "accuracy": acc, "loss": last_loss}, state_file)
 
     stop = []
 
@@ -118,6 +119,11 @@ def main(argv=None) -> int:
     start = time.time()
     try:
         while epoch < args.epochs:
+            if stop:  # between two steps, or after an epoch's test: the state is whole, and going on from it
+                keep()  # repeats this run exactly
+                print(f"stopped: the training state (epoch {epoch + 1}, step {step} of {steps_per_epoch}) is kept "
+                      f"in {state_file}; run the same command again to go on", file=sys.stderr)
+                return 130
             model.train()
             if step == 0:
                 order = torch.randperm(len(x_train), generator=gen)
@@ -129,17 +135,15 @@ def main(argv=None) -> int:
                 opt.step()
                 sched.step()
                 step += 1
-            if stop:  # between two steps: the state is whole, and going on from it repeats this run exactly
-                keep()
-                print(f"stopped: the training state (epoch {epoch + 1}, step {step} of {steps_per_epoch}) is kept "
-                      f"in {state_file}; run the same command again to go on", file=sys.stderr)
-                return 130
+                last_loss = loss.item()
+            if step < steps_per_epoch:
+                continue  # stopped inside the epoch: saved at the top
             model.eval()
             _, probs = classify(model, x_test)
             acc = float((probs.argmax(1) == y_test).double().mean())
             epoch, step = epoch + 1, 0
             keep()
-            print(f"epoch {epoch}: loss {loss.item():.4f}, test accuracy {acc:.4%}, "
+            print(f"epoch {epoch}: loss {last_loss:.4f}, test accuracy {acc:.4%}, "
                   f"{seconds + time.time() - start:.0f} s", flush=True)
     except KeyboardInterrupt:
         print(f"\nstopped at once: {state_file} holds the state of the last epoch or stop, if any; run the same "

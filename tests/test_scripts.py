@@ -46,39 +46,57 @@ def train_small(tmp_path, data_dir, name, *extra):
     return code, out
 
 
-def test_train_classifier_stopped_goes_on_to_the_same_weights(tmp_path, data_dir, monkeypatch, capsys):
-    code, whole = train_small(tmp_path, data_dir, "whole")
+@pytest.fixture(scope="module")
+def whole_classifier(tmp_path_factory, data_dir):
+    """The small classifier run, never stopped."""
+    code, whole = train_small(tmp_path_factory.mktemp("classifier"), data_dir, "whole")
     assert code == 0
-    card = json.loads(whole.with_suffix(".json").read_text())
+    return whole
+
+
+def test_train_classifier_writes_weights_and_card(whole_classifier):
+    card = json.loads(whole_classifier.with_suffix(".json").read_text())
     assert card["epochs"] == 2 and card["test_images"] == 256 and 0 <= card["test_accuracy"] <= 1
     assert card["command"].endswith("--seed 0 --limit 256")
-    assert not (tmp_path / "whole" / "classifier_state.pt").exists()   # done: nothing left to go on from
-    load_classifier(str(whole))   # the file the metrics would load
+    assert not (whole_classifier.parent / "whole" / "classifier_state.pt").exists()   # done: nothing to go on from
+    load_classifier(str(whole_classifier))   # the file the metrics would load
 
-    # Ctrl-C in the second epoch's second step: that step finishes, the state is kept, the rerun goes on from it
-    real_shift, calls = train_classifier.shift_batch, []
 
-    def shift_then_ctrl_c(x, gen, *args):
-        calls.append(1)
-        if len(calls) == 6:
+# Ctrl-C at three moments (review, 2026-12-06: the first version could not go on after a stop in an epoch's last
+# step, and drew another data order after a stop in an epoch's test): the step in progress finishes, the state is
+# kept, and the rerun goes on from it to the weights of the run never stopped
+@pytest.mark.parametrize("where, calls, kept", [
+    ("shift_batch", 6, "(epoch 2, step 2 of 4) is kept"),      # inside the second epoch
+    ("shift_batch", 4, "(epoch 2, step 0 of 4) is kept"),      # in the first epoch's last step: its test runs first
+    ("classify", 1, "(epoch 2, step 0 of 4) is kept"),         # in the first epoch's test
+])
+def test_train_classifier_stopped_goes_on_to_the_same_weights(tmp_path, data_dir, monkeypatch, capsys, where, calls,
+                                                              kept, whole_classifier):
+    real, count = getattr(train_classifier, where), []
+
+    def then_ctrl_c(*args):
+        count.append(1)
+        if len(count) == calls:
             signal.raise_signal(signal.SIGINT)
-        return real_shift(x, gen, *args)
+        return real(*args)
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_classifier, "shift_batch", shift_then_ctrl_c)
+        patch.setattr(train_classifier, where, then_ctrl_c)
         code, stopped = train_small(tmp_path, data_dir, "stopped")
     assert code == 130 and not stopped.exists()
-    assert "(epoch 2, step 2 of 4) is kept" in capsys.readouterr().err
+    assert kept in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the script's handler is given back
     # other settings never go on from that state
     with pytest.raises(SystemExit, match="the state of a run with other settings"):
         train_small(tmp_path, data_dir, "stopped", "--lr", "0.001")
     code, stopped = train_small(tmp_path, data_dir, "stopped")
     assert code == 0
-    assert "going on from epoch 2, step 2 of 4" in capsys.readouterr().out
-    assert load_file(str(stopped)).keys() == load_file(str(whole)).keys()
-    for key, value in load_file(str(whole)).items():
+    assert "going on from epoch 2, step" in capsys.readouterr().out
+    expected = load_file(str(whole_classifier))
+    assert load_file(str(stopped)).keys() == expected.keys()
+    for key, value in expected.items():
         assert torch.equal(load_file(str(stopped))[key], value), key
+    card = json.loads(whole_classifier.with_suffix(".json").read_text())
     assert json.loads(stopped.with_suffix(".json").read_text())["test_accuracy"] == card["test_accuracy"]
 
 
