@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", args.name):
         parser.error(f"--name must be letters, digits and dashes (it names files and load_pretrained's choice), "
                      f"got {args.name!r}")
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        parser.error(f"--out-dir must be a folder, got {args.out_dir!r}, which is a file")
     run = Path(args.run)
     if not list_checkpoints(run):
         parser.error(f"run {args.run!r} holds no checkpoint (ckpt_*.pt): give the --out folder of a train command")

@@ -134,7 +134,9 @@ def test_export_pretrained_writes_a_loadable_model_and_its_card(tmp_path, data_d
         export_pretrained.main([str(run), "--name", "other", "--out-dir", str(out)])
     assert not (out / "pretrained_other.json").exists()
     for flags, words in (([str(tmp_path / "none"), "--name", "x"], "holds no checkpoint"),
-                         ([str(run), "--name", "my model"], "--name must be letters, digits and dashes")):
+                         ([str(run), "--name", "my model"], "--name must be letters, digits and dashes"),
+                         ([str(run), "--name", "x", "--out-dir", str(run / "metrics.json")],
+                          "--out-dir must be a folder, got")):
         with pytest.raises(SystemExit):
-            export_pretrained.main([*flags, "--out-dir", str(out)])
+            export_pretrained.main(["--out-dir", str(out), *flags])
         assert words in capsys.readouterr().err

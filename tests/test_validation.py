@@ -534,8 +534,9 @@ CASES = [
     ("check_same_config ignore a str", lambda: check_same_config({"lr": 1}, {"lr": 2}, ignore="lr"), TypeError,
      r"ignore must be a tuple of setting names, got 'lr' \(for one name: ignore=\('lr',\)\)"),  # was: l and r
     ("Trainer out_dir empty", lambda: Trainer(TINY, IMG, out_dir=""), ValueError,   # was: the current folder
-     r"out_dir must be a folder, got the empty string '' \(for the current folder, pass '.'\)"),
-    ("load_mnist root empty", lambda: load_mnist("train", root=""), ValueError, r"root must be a folder, got the empty"),
+     r"out_dir must be a folder, got an empty or blank string '' \(for the current folder, pass '.'\)"),
+    ("load_mnist root blank", lambda: load_mnist("train", root="  "), ValueError,
+     r"root must be a folder, got an empty or blank string '  '"),
 ]
 
 

@@ -267,7 +267,8 @@ def check_path(name: str, value: Any, what: str = "a file", *, optional: bool = 
     if optional and value is None:
         return None
     if isinstance(value, str) and not value.strip():  # Path("") is the current folder: an unset variable, likely
-        raise ValueError(f"{name} must be {what}, got the empty string {value!r} (for the current folder, pass '.')")
+        raise ValueError(f"{name} must be {what}, got an empty or blank string {value!r} (for the current folder, "
+                         "pass '.')")
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
     accepted = ("None or " if optional else "") + f"{what} (a str or a pathlib.Path)"

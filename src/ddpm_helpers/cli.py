@@ -412,6 +412,9 @@ def cmd_sample(args) -> int:
     settings = {"checkpoint_sha256": _sha256(path), "device": device.type, "batch": SAMPLE_BATCH,
                 **{k: getattr(args, k) for k in ("num", "method", "steps", "eta", "seed", "digit", "guidance_scale")}}
     keep = KeptBatches(out / ".partial", settings)
+    if keep.folder.exists() and not keep.folder.is_dir():  # checked now, not after the first batch is drawn
+        raise CLIError(f"{keep.folder} is a file, but `sample` keeps its finished batches in a folder of that name: "
+                       "move the file away, or give another --out")
     start = time.perf_counter()
     try:
         images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
@@ -499,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     p.add_argument("--out", help="output folder (default: a sub-folder of the checkpoint's folder named after the "
                                  "settings, e.g. samples-ddim50-n64-seed0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no line after each batch")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="score generated images (an (N, 1, 28, 28) tensor file)")
@@ -543,8 +546,8 @@ def _run(args) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         kept = {"train": "the newest checkpoint, if any, is in the output folder; run the command again to resume",
-                "sample": f"each finished batch of {SAMPLE_BATCH} samples is kept; run the same command again to go "
-                          "on from them",
+                "sample": f"each finished batch of {SAMPLE_BATCH} samples, if any, is kept in .partial/ of the "
+                          "output folder; run the same command again to go on from them",
                 "evaluate": "the metrics are written only at the end; run the command again"}[args.command]
         print(f"\nstopped by the user ({kept})", file=sys.stderr)
         return 130
