@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -403,8 +404,9 @@ def test_notebook_06_sweep_stopped_half_way_goes_on_from_the_settings_it_finishe
             raise KeyboardInterrupt   # the stop button
         return torch.zeros(n, 1, 28, 28)
 
-    ns = dict(torch=torch, time=__import__("time"), device=torch.device("cpu"), model=object(), schedule=None,
-              PREDICTION="v", T=100, DDIM_STEPS=[5, 10], NUM_EVAL=4, sample=fake_sample,
+    ns = dict(torch=torch, time=__import__("time"), device=torch.device("cpu"), schedule=None,
+              model=types.SimpleNamespace(guidance_scale=2.0), PREDICTION="v", T=100, DDIM_STEPS=[5, 10], NUM_EVAL=4,
+              sample=fake_sample,
               evaluate_samples=lambda x: {"frechet_distance": float(len(drawn)), "frechet_distance_floor": 1.0})
     stop_at = 4   # in the fourth setting: DDPM twice, DDIM 5, then DDIM 10
     with pytest.raises(KeyboardInterrupt):
@@ -417,8 +419,12 @@ def test_notebook_06_sweep_stopped_half_way_goes_on_from_the_settings_it_finishe
     assert [r["name"] for r in ns["results"]] == [name for name, _, _ in ns["settings"]]
     assert [r["frechet_distance"] for r in ns["results"]] == [1, 2, 3, 1, 2, 3]   # kept, then drawn now
     drawn.clear()
-    ns["model"] = object()   # another model: everything is drawn again
+    ns["model"].guidance_scale = 3.0   # the same model, guided otherwise: everything is drawn again
     exec(sweep[0], ns)
+    assert len(drawn) == 6
+    drawn.clear()
+    ns["model"] = types.SimpleNamespace(guidance_scale=3.0)   # another model object: again (review, 2026-12-06:
+    exec(sweep[0], ns)                                        # the key was id(model), which a new object may reuse)
     assert len(drawn) == 6
 
 
@@ -452,5 +458,9 @@ def test_notebook_07_guidance_sweep_stopped_half_way_goes_on_from_the_scales_it_
     assert list(ns["sweep"]) == [0.0, 1.0, 3.0] and [r["accuracy"] for r in ns["sweep"].values()] == [0.1, 0.2, 0.1]
     drawn.clear()
     ns["SAMPLER_STEPS"] = 20   # another sampler: everything is drawn again
+    exec(sweep[0], ns)
+    assert drawn == [0.0, 1.0, 3.0]
+    drawn.clear()
+    ns["model"] = object()     # another model object: again
     exec(sweep[0], ns)
     assert drawn == [0.0, 1.0, 3.0]
