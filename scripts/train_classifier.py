@@ -8,8 +8,9 @@ Reproducible: fixed seed, fixed data order, CPU, fp32. Writes the weights as a s
 
 Interruptible: Ctrl-C (or SIGTERM) lets the step in progress finish, then saves the whole training state (weights,
 optimiser, learning-rate schedule, random generators, place in the epoch) to ``--work``, as does the end of every
-epoch; the same command run again goes on from there, and the weights come out the same as those of a run never
-stopped. ``--restart`` starts afresh.
+epoch (a second Ctrl-C stops at once, keeping the last epoch's state: the Trainer's stop between steps); the same
+command run again goes on from there, and the weights come out the same as those of a run never stopped.
+``--restart`` starts afresh.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from safetensors.torch import save
 from ddpm_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomically
 from ddpm_helpers.data import load_mnist
 from ddpm_helpers.metrics import MNISTClassifier, classify
+from ddpm_helpers.train import _StopBetweenSteps
 
 ASSETS = Path(__file__).parents[1] / "src/ddpm_helpers/assets"
 SETTINGS = ("epochs", "batch_size", "lr", "seed", "limit")  # what a kept state must share with the run going on
@@ -106,52 +108,53 @@ def main(argv=None) -> int:
                          "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "order": order,
                          "seconds": seconds + time.time() - start, "accuracy": acc, "loss": last_loss}, state_file)
 
-    stop = []
+    def stop_like_ctrl_c(signum, frame):  # SIGTERM, as Colab and job schedulers send: stop as Ctrl-C does
+        raise KeyboardInterrupt
 
-    def request_stop(signum, frame):  # Ctrl-C, or SIGTERM as Colab and job schedulers send
-        if stop:
-            raise KeyboardInterrupt   # the second: at once
-        stop.append(signum)
-        print("\nstopping after this step (Ctrl-C again to stop at once, losing the steps since the last epoch)",
-              file=sys.stderr, flush=True)
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    whole = False   # True where the state is whole: between two steps of an epoch, or after an epoch's test
+    previous_sigterm = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     start = time.time()
     try:
-        while epoch < args.epochs:
-            if stop:  # between two steps, or after an epoch's test: the state is whole, and going on from it
-                keep()  # repeats this run exactly
-                print(f"stopped: the training state (epoch {epoch + 1}, step {step} of {steps_per_epoch}) is kept "
-                      f"in {state_file}; run the same command again to go on", file=sys.stderr)
-                return 130
-            model.train()
-            if step == 0:
-                order = torch.randperm(len(x_train), generator=gen)
-            while step < steps_per_epoch and not stop:
-                idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-                loss = F.cross_entropy(model(shift_batch(x_train[idx], gen)), y_train[idx], label_smoothing=0.05)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                last_loss = loss.item()
-            if step < steps_per_epoch:
-                continue  # stopped inside the epoch: saved at the top
-            model.eval()
-            _, probs = classify(model, x_test)
-            acc = float((probs.argmax(1) == y_test).double().mean())
-            epoch, step = epoch + 1, 0
-            keep()
-            print(f"epoch {epoch}: loss {last_loss:.4f}, test accuracy {acc:.4%}, "
-                  f"{seconds + time.time() - start:.0f} s", flush=True)
+        # the Trainer's stop: a Ctrl-C waits for deliver(), called where the state is whole; a second one stops at once
+        with _StopBetweenSteps() as stop:
+            while epoch < args.epochs:
+                whole = False
+                model.train()
+                if step == 0:
+                    order = torch.randperm(len(x_train), generator=gen)
+                while step < steps_per_epoch:
+                    whole = False
+                    idx = order[step * args.batch_size : (step + 1) * args.batch_size]
+                    loss = F.cross_entropy(model(shift_batch(x_train[idx], gen)), y_train[idx], label_smoothing=0.05)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    last_loss = loss.item()
+                    whole = step < steps_per_epoch   # after an epoch's last step comes its test first
+                    if whole:
+                        stop.deliver()
+                model.eval()
+                _, probs = classify(model, x_test)
+                acc = float((probs.argmax(1) == y_test).double().mean())
+                epoch, step = epoch + 1, 0
+                keep()
+                print(f"epoch {epoch}: loss {last_loss:.4f}, test accuracy {acc:.4%}, "
+                      f"{seconds + time.time() - start:.0f} s", flush=True)
+                whole = True
+                stop.deliver()
     except KeyboardInterrupt:
-        print(f"\nstopped at once: {state_file} holds the state of the last epoch or stop, if any; run the same "
-              "command again to go on from it", file=sys.stderr)
+        if not whole:   # the second Ctrl-C, inside a step or a test: the state kept last is that of the last epoch
+            print(f"\nstopped at once: {state_file} holds the state of the last epoch or stop, if any; run the same "
+                  "command again to go on from it", file=sys.stderr)
+            return 130
+        keep()  # going on from it repeats this run exactly
+        print(f"stopped: the training state (epoch {epoch + 1}, step {step} of {steps_per_epoch}) is kept "
+              f"in {state_file}; run the same command again to go on", file=sys.stderr)
         return 130
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signal.signal(signal.SIGTERM, previous_sigterm)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     card = {
         "test_accuracy": acc,

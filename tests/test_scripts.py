@@ -100,6 +100,29 @@ def test_train_classifier_stopped_goes_on_to_the_same_weights(tmp_path, data_dir
     assert json.loads(stopped.with_suffix(".json").read_text())["test_accuracy"] == card["test_accuracy"]
 
 
+def test_train_classifier_second_ctrl_c_stops_at_once_and_goes_on_from_the_last_epoch(tmp_path, data_dir, monkeypatch,
+                                                                                       capsys, whole_classifier):
+    """Two Ctrl-C in the second epoch: no state of a half-done step is kept; the rerun goes on from the first
+    epoch's end (the package's stop-between-steps, as the Trainer's) to the same weights."""
+    real, count = train_classifier.shift_batch, []
+
+    def then_twice(*args):
+        count.append(1)
+        if len(count) == 6:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return real(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_classifier, "shift_batch", then_twice)
+        assert train_small(tmp_path, data_dir, "twice")[0] == 130
+    assert "stopped at once" in capsys.readouterr().err
+    code, stopped = train_small(tmp_path, data_dir, "twice")
+    assert code == 0 and "going on from epoch 2, step 0 of 4" in capsys.readouterr().out
+    expected = load_file(str(whole_classifier))
+    assert all(torch.equal(load_file(str(stopped))[key], value) for key, value in expected.items())
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
     (["--batch-size", "-3"], "--batch-size must be a positive integer, got -3"),
