@@ -22,7 +22,7 @@ from ddpm_helpers.schedules import (NoiseSchedule, cosine_betas, extract, linear
                                     sigmoid_betas)
 from ddpm_helpers.pretrained import load_pretrained
 from ddpm_helpers.train import (EMA, Trainer, TrainConfig, apply_memory_format, has_native_bf16, model_has_dropout,
-                                seed_everything, select_device)
+                                seed_everything, select_device, uses_channels_last)
 from ddpm_helpers.checkpoint import CheckpointError
 from ddpm_helpers.data import read_idx
 from ddpm_helpers.unet import (Downsample, ResBlock, SelfAttention, SimpleUNet, UNet, UNetConfig, Upsample,
@@ -537,6 +537,23 @@ CASES = [
      r"out_dir must be a folder, got an empty or blank string '' \(for the current folder, pass '.'\)"),
     ("load_mnist root blank", lambda: load_mnist("train", root="  "), ValueError,
      r"root must be a folder, got an empty or blank string '  '"),
+    # 2026-12-06, the rest of that list
+    ("classifier features of a 3-D batch", lambda: metrics.MNISTClassifier().features(torch.zeros(3, 28, 28)),
+     ValueError, r"x must have 4 dimensions, got shape \(3, 28, 28\)"),  # was: "expected input[1, 3, 28, 28] to have 1
+    ("classifier on RGB digits", lambda: metrics.MNISTClassifier()(torch.zeros(2, 3, 28, 28)),  # channels, but got 3"
+     ValueError, r"x must have shape \(N, 1, 28, 28\): a batch of MNIST digits, got \(2, 3, 28, 28\)"),
+    ("save_checkpoint of a function", lambda: save_checkpoint({"meta": {"fn": [abs]}}, "x.pt"), TypeError,
+     r"state\['meta'\]\['fn'\]\[0\] \(builtin_function_or_method\) cannot go into a checkpoint: load_checkpoint reads "
+     r"with torch.load\(weights_only=True\).*Nothing was written"),  # was: a lambda raised pickle's AttributeError
+    ("save_checkpoint of a generator", lambda: save_checkpoint({"rng": torch.Generator()}, "x.pt"), TypeError,
+     r"state\['rng'\] \(Generator\) cannot go into a checkpoint.*a generator's get_state\(\)"),  # was: saved, and
+    ("uses_channels_last of no device", lambda: uses_channels_last("channels_last", "gpu"), ValueError,  # unreadable
+     r"device must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got 'gpu'"),  # was: True
+    ("schedule of meta betas", lambda: NoiseSchedule(torch.full((10,), 0.1, device="meta")), ValueError,
+     r"betas is on the meta device \(a shape without values\)"),  # was: "Tensor.item\(\) cannot be called on meta"
+    ("sample 10**12 images at once", lambda: sample(NET, S, 10**12, method="ddim", steps=1),  # 3 PB > 2**47 bytes
+     MemoryError, r"num_samples=1,000,000,000,000 images of shape \(1, 28, 28\) do not fit in the memory of cpu at "
+     r"once \(.*can't allocate memory.*\); draw them in batches"),  # was: only torch's "can't allocate memory"
 ]
 
 

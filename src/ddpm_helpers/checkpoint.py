@@ -17,6 +17,7 @@ import signal
 import tempfile
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -139,7 +140,33 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` (plus ``format_version``) to ``path`` atomically (:func:`save_atomically`)."""
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, such as Trainer.state_dict(), got {type(state).__name__}")
+    where = _not_loadable("state", state)
+    if where is not None:
+        raise TypeError(f"{where} cannot go into a checkpoint: load_checkpoint reads with "
+                        "torch.load(weights_only=True), which runs no code and so reads back only tensors, numbers, "
+                        "strings, bytes, None, torch dtypes, devices and sizes, and lists, tuples, sets and dicts of them. "
+                        "Convert it (str(path), a generator's get_state()) or leave it out. Nothing was written.")
     return save_atomically({**state, "format_version": FORMAT_VERSION}, path)
+
+
+_LOADABLE = (torch.Tensor, str, int, float, complex, bool, bytes, type(None), torch.dtype, torch.device, torch.Size)
+
+
+def _not_loadable(name: str, value: Any) -> str | None:
+    """The name of the first value inside ``value`` that ``torch.load(weights_only=True)`` would refuse
+    (``state['fn'] (function)``), or None when it reads back whole."""
+    if type(value) in (dict, OrderedDict):
+        items = value.items()
+    elif type(value) in (list, tuple, set):
+        items = enumerate(value)
+    else:
+        return None if isinstance(value, _LOADABLE) else f"{name} ({type(value).__name__})"
+    for key, item in items:
+        found = (_not_loadable(f"{name} key {key!r}", key) if not isinstance(key, (str, int)) else None) \
+            or _not_loadable(f"{name}[{key!r}]", item)
+        if found is not None:
+            return found
+    return None
 
 
 def _damaged(path: Path, err: Exception) -> CheckpointError:

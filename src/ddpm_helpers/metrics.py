@@ -71,7 +71,10 @@ class MNISTClassifier(nn.Module):
         self.head = nn.Linear(128, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features, (B, 128)."""
+        """Penultimate features, (B, 128). Checks the shape only (not the pixel range: :func:`classify` does)."""
+        check_tensor("x", x, ndim=4, floating=True)
+        if x.shape[1:] != (1, 28, 28):
+            raise ValueError(f"x must have shape (N, 1, 28, 28): a batch of MNIST digits, got {tuple(x.shape)}")
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

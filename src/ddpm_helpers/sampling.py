@@ -412,6 +412,13 @@ def sample(
                     previous = (t, x0)
                 if return_trajectory and ((i + 1) % trajectory_every == 0 or i + 1 == len(timesteps)):
                     trajectory.append((t_prev, x.cpu()))
+    except RuntimeError as err:  # torch.OutOfMemoryError on a GPU; "can't allocate memory" on a CPU
+        if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)):
+            raise
+        raise MemoryError(
+            f"num_samples={num_samples:,} images of shape {image_shape} do not fit in the memory of {device} at once "
+            f"({str(err).splitlines()[0][:160]}); draw them in batches, e.g. torch.cat([sample(model, schedule, 500, "
+            "...) for _ in range(k)]) with one generator, as `python -m ddpm_helpers sample` does") from err
     finally:
         model.train(was_training)
     bad = int((~torch.isfinite(x)).sum())  # one check at the end instead of one per step

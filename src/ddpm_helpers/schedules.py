@@ -179,6 +179,9 @@ class NoiseSchedule:
         if betas.numel() < 1:
             raise ValueError("betas must hold at least one value (T >= 1), got an empty tensor")
         check_num_timesteps(betas.numel(), "len(betas)")  # the same T as every named schedule allows
+        if betas.is_meta:  # a shape without values: the tables below are computed from the values
+            raise ValueError("betas is on the meta device (a shape without values); a schedule's tables are "
+                             "computed from its betas: give real values, e.g. make_betas('linear', T)")
         if bool((betas <= 0).any()) or bool((betas >= 1).any()):
             raise ValueError(
                 f"betas must lie strictly inside (0, 1); got values in [{float(betas.min())}, {float(betas.max())}]"

@@ -147,8 +147,9 @@ def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
     changes where numbers sit in memory, not what is computed: the losses agree up to float rounding.
     """
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
+    device = check_device("device", device)
     if memory_format == "auto":
-        return check_device("device", device).type == "cpu"
+        return device.type == "cpu"
     return memory_format == "channels_last"
 
 
