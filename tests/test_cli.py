@@ -355,3 +355,72 @@ def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, 
         patch.setattr(cli, "sample", stopped_in_batch(after=99))
         assert cli.main([*flags, "--out", str(tmp_path / "taken")]) == 2
     assert not calls and "is a file, but `sample` keeps its finished batches in a folder" in capsys.readouterr().err
+
+
+def test_a_train_stopped_while_scoring_goes_on_from_the_scored_batches(tmp_path, data_dir, monkeypatch, capsys):
+    """Left alone until 2026-12-06: `train` stopped during its final scoring (1,000 guided samples, about a minute on
+    a CPU) drew them all again. Its finished batches are now kept as `sample` keeps its own; the same command draws
+    only the rest and writes the metrics of a run never stopped."""
+    monkeypatch.setattr(cli, "SAMPLE_BATCH", 3)
+    flags = ["train", "--preset", "cpu", "--steps", "2", "--num-samples", "2", "--eval-samples", "8", "--quiet",
+             "--data-dir", data_dir]
+    assert cli.main([*flags, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert not (tmp_path / "whole" / ".partial-eval").exists()
+
+    calls, real_sample = [], cli.sample
+
+    def stopped_at_call(number):
+        def fake(*args, **kwargs):
+            calls.append(kwargs["y"].tolist())
+            if len(calls) == number:
+                raise KeyboardInterrupt
+            return real_sample(*args, **kwargs)
+        return fake
+
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:  # call 1 draws the grid's 2 samples, calls 2 to 4 the 8 scored ones
+        patch.setattr(cli, "sample", stopped_at_call(4))
+        assert cli.main([*flags, "--out", str(out)]) == 130
+    assert "final scoring's finished batches" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / ".partial-eval").iterdir()) == ["batch_000001.pt", "batch_000002.pt"]
+    assert not (out / "metrics.json").exists()
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "sample", stopped_at_call(0))
+        assert cli.main([*flags, "--out", str(out)]) == 0
+    assert calls == [[0, 1], [6, 7]], "the grid's 2 samples, then only the last scored batch"
+    assert "going on from the 6 samples a stopped run kept" in capsys.readouterr().err
+    resumed = json.loads((out / "metrics.json").read_text())
+    scores = [k for k in whole if k not in ("train_seconds_this_session", "sample_seconds")]
+    assert len(scores) > 8 and {k: resumed[k] for k in scores} == {k: whole[k] for k in scores}
+    assert not (out / ".partial-eval").exists()
+
+    # kept batches of other weights are never mixed in: train two steps more, and every scored batch is drawn anew
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "sample", stopped_at_call(4))
+        assert cli.main([*flags, "--out", str(out)]) == 130   # a finished run: samples and scores again, stopped
+    assert len(list((out / ".partial-eval").iterdir())) == 2
+    calls.clear()
+    flags[flags.index("--steps") + 1] = "4"
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "sample", stopped_at_call(0))
+        assert cli.main([*flags, "--out", str(out)]) == 0
+    assert calls == [[0, 1], [0, 1, 2], [3, 4, 5], [6, 7]]
+    assert "2 kept batch(es) in" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+    # a Ctrl-C while the final set is written comes once the set is in place (write_atomically holds it): the kept
+    # batches are spent then, and removed (they were left behind until 2026-12-06)
+    def written_then_stopped(files):
+        real_write(files)
+        if any(os.path.basename(path) == "metrics.json" for path in files):  # the final set, not config.json or loss.png
+            raise KeyboardInterrupt
+
+    real_write = cli.write_atomically
+    (out / "metrics.json").unlink()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "write_atomically", written_then_stopped)
+        assert cli.main([*flags, "--out", str(out)]) == 130
+    assert (out / "metrics.json").is_file() and not (out / ".partial-eval").exists()

@@ -40,7 +40,8 @@ import torch
 
 from . import distributed
 from ._validate import check_float
-from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, save_atomically, write_atomically
+from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints, save_atomically,
+                         write_atomically)
 from .data import DataCorruptError, DataNotFoundError, load_mnist
 from .presets import PRESETS, get_preset
 from .sampling import METHODS, sample
@@ -127,7 +128,10 @@ class KeptBatches:
     same settings reads them back and draws only the rest, from that state: a stop loses at most the batch being
     drawn, and the images equal those of a run never stopped."""
 
-    def __init__(self, folder: Path, settings: dict) -> None:
+    def __init__(self, folder: Path, settings: dict, command: str = "sample") -> None:
+        if folder.exists() and not folder.is_dir():  # checked now, not after the first batch is drawn
+            raise CLIError(f"{folder} is a file, but `{command}` keeps its finished batches in a folder of that "
+                           "name: move the file away, or give another --out")
         self.folder, self.settings, self.seconds_before = folder, settings, 0.0
 
     def load(self, gen: torch.Generator) -> list[torch.Tensor]:
@@ -167,6 +171,17 @@ class KeptBatches:
                 file.unlink()
             with contextlib.suppress(OSError):   # a file of someone else's stays, and so does the folder
                 self.folder.rmdir()
+
+
+def _write_then_forget(keep: KeptBatches, files: dict) -> None:
+    """Write the finished set (:func:`write_atomically`), then remove the batches it was made of. A Ctrl-C during
+    the write is delivered only once the whole set is in place, so the batches are spent then too."""
+    try:
+        write_atomically(files)
+    except KeyboardInterrupt:
+        keep.remove()
+        raise
+    keep.remove()
 
 
 def _sample_files(out: Path, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
@@ -311,22 +326,34 @@ def cmd_train(args) -> int:
                                        preset.sampler, preset.sampler_steps, 0.0, config.seed, device, None,
                                        _guidance(preset, config), progress=config.progress)
     sample_seconds = time.perf_counter() - start
-    metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir)
+    # the scored set's finished batches are kept (`sample`'s way): a stop while scoring, then the same command, draws
+    # only the rest; keyed by the final checkpoint's content, so a run trained further or afresh draws anew
+    final = checkpoint_path(out, trainer.step)
+    settings = {"checkpoint_sha256": _sha256(final) if final.is_file() else None, "device": device.type,
+                "batch": SAMPLE_BATCH, "num": preset.eval_samples, "method": preset.sampler,
+                "steps": preset.sampler_steps, "seed": config.seed + 1, "guidance_scale": _guidance(preset, config)}
+    keep = KeptBatches(out / ".partial-eval", settings, command="train") if final.is_file() else None
+    metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir, keep)
     metrics.update({"train_seconds_this_session": round(train_seconds, 2), "steps": trainer.step,
                     "final_loss_mean_50": sum(trainer.history[-50:]) / max(1, len(trainer.history[-50:])),
                     "sample_seconds": round(sample_seconds, 2), "device": str(device)})
     # one set: a stop while sampling or scoring leaves the earlier set whole (its metrics.json names its steps)
-    write_atomically({**_sample_files(out, samples, sample_labels), out / "metrics.json": _json(metrics)})
+    files = {**_sample_files(out, samples, sample_labels), out / "metrics.json": _json(metrics)}
+    if keep is not None:
+        _write_then_forget(keep, files)
+    else:  # no final checkpoint to key kept batches by (nothing was trained)
+        write_atomically(files)
     print(json.dumps({k: v for k, v in metrics.items() if k != "class_histogram"}, indent=1))
     print(f"wrote {out}/samples.png, {out}/samples.pt, {out}/metrics.json and checkpoints")
     return 0
 
 
-def _evaluate(model, schedule, config, preset, device, data_dir) -> dict:
+def _evaluate(model, schedule, config, preset, device, data_dir, keep: KeptBatches | None = None) -> dict:
     from .metrics import evaluate_samples
 
     images, labels = _generate(model, schedule, config, preset.eval_samples, preset.sampler, preset.sampler_steps,
-                               0.0, config.seed + 1, device, None, _guidance(preset, config), progress=config.progress)
+                               0.0, config.seed + 1, device, None, _guidance(preset, config), keep=keep,
+                               progress=config.progress)
     result = evaluate_samples(images, labels, root=data_dir)
     result.update({"sampler": preset.sampler, "sampler_steps": preset.sampler_steps,
                    "guidance_scale": preset.guidance_scale if config.class_conditional else None})
@@ -412,9 +439,6 @@ def cmd_sample(args) -> int:
     settings = {"checkpoint_sha256": _sha256(path), "device": device.type, "batch": SAMPLE_BATCH,
                 **{k: getattr(args, k) for k in ("num", "method", "steps", "eta", "seed", "digit", "guidance_scale")}}
     keep = KeptBatches(out / ".partial", settings)
-    if keep.folder.exists() and not keep.folder.is_dir():  # checked now, not after the first batch is drawn
-        raise CLIError(f"{keep.folder} is a file, but `sample` keeps its finished batches in a folder of that name: "
-                       "move the file away, or give another --out")
     start = time.perf_counter()
     try:
         images, labels = _generate(model, schedule, config, args.num, args.method, args.steps, args.eta, args.seed,
@@ -426,12 +450,11 @@ def cmd_sample(args) -> int:
                 out.rmdir()  # the folder made for this run, still empty
         raise
     seconds = time.perf_counter() - start + keep.seconds_before
-    write_atomically({**_sample_files(out, images, labels),   # the three files as one set: a stop leaves no mix
-                      out / "sample_config.json": _json({**{k: v for k, v in vars(args).items() if k != "func"},
-                                                          "checkpoint": str(path),  # the file used, also with --run
-                                                          "seconds": round(seconds, 2),
-                                                          "versions": library_versions()})})
-    keep.remove()
+    _write_then_forget(keep, {**_sample_files(out, images, labels),   # the three files as one set: no mix
+                              out / "sample_config.json": _json({**{k: v for k, v in vars(args).items() if k != "func"},
+                                                                  "checkpoint": str(path),  # also with --run
+                                                                  "seconds": round(seconds, 2),
+                                                                  "versions": library_versions()})})
     print(f"{args.num} samples in {seconds:.1f} s -> {out}/samples.pt and {out}/samples.png")
     return 0
 
@@ -545,7 +568,8 @@ def _run(args) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        kept = {"train": "the newest checkpoint, if any, is in the output folder; run the command again to resume",
+        kept = {"train": "the newest checkpoint, if any, is in the output folder, and so are the final scoring's "
+                         "finished batches, if any; run the command again to resume",
                 "sample": f"each finished batch of {SAMPLE_BATCH} samples, if any, is kept in .partial/ of the "
                           "output folder; run the same command again to go on from them",
                 "evaluate": "the metrics are written only at the end; run the command again"}[args.command]
