@@ -280,6 +280,19 @@ def test_under_torchrun_every_rank_leaves_without_teardown_with_its_status(monke
         assert "RuntimeError: a bug" in capsys.readouterr().err
 
 
+def _sample_stopped_at(calls: list, number: int):
+    """``cli.sample`` that records each call's labels in ``calls`` and raises KeyboardInterrupt (a Ctrl-C) at call
+    ``number`` of ``calls`` (0: never)."""
+    real_sample = cli.sample
+
+    def fake(*args, **kwargs):
+        calls.append(kwargs["y"].tolist())
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        return real_sample(*args, **kwargs)
+    return fake
+
+
 def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, monkeypatch, capsys):
     """Left alone until 2026-12-06: a stop threw away every finished batch (minutes of a 1000-step run on a CPU).
     Now each batch is kept with the generator's state after it; the rerun draws only the rest, and the images equal
@@ -299,20 +312,11 @@ def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, 
     assert "sampling" not in capsys.readouterr().err
     assert torch.equal(torch.load(tmp_path / "quiet" / "samples.pt", weights_only=True)["images"], whole["images"])
 
-    calls, real_sample = [], cli.sample
-
-    def stopped_in_batch(after):
-        def fake(*args, **kwargs):
-            calls.append(kwargs["y"].tolist())
-            if len(calls) > after:
-                raise KeyboardInterrupt
-            return real_sample(*args, **kwargs)
-        return fake
-
+    calls = []
     out = tmp_path / "stopped"
     capsys.readouterr()
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_in_batch(after=2))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 3))
         assert cli.main([*flags, "--out", str(out)]) == 130
     assert "each finished batch of 3 samples, if any, is kept" in capsys.readouterr().err
     assert sorted(p.name for p in (out / ".partial").iterdir()) == ["batch_000001.pt", "batch_000002.pt"]
@@ -320,7 +324,7 @@ def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, 
 
     calls.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_in_batch(after=99))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 0))
         assert cli.main([*flags, "--out", str(out)]) == 0
     assert calls == [[6, 7]], "only the last batch is drawn again, with its labels"
     assert "going on from the 6 samples a stopped run kept" in capsys.readouterr().err
@@ -333,7 +337,7 @@ def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, 
     # finished leaves no folder behind
     calls.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_in_batch(after=1))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 2))
         assert cli.main([*flags, "--out", str(out)]) == 130
     assert len(list((out / ".partial").iterdir())) == 1
     capsys.readouterr()
@@ -344,7 +348,7 @@ def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, 
     assert torch.equal(other["images"], torch.load(tmp_path / "seed1" / "samples.pt", weights_only=True)["images"])
     calls.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_in_batch(after=0))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 1))
         assert cli.main([*flags, "--seed", "2"]) == 130
     assert calls and not list(run.glob("samples-*seed2"))
     # review, 2026-12-06: a file named .partial failed with a raw FileExistsError after the first batch was drawn
@@ -352,7 +356,7 @@ def test_a_stopped_sample_goes_on_from_its_finished_batches(tmp_path, data_dir, 
     (tmp_path / "taken" / ".partial").write_text("someone's notes")
     calls.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_in_batch(after=99))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 0))
         assert cli.main([*flags, "--out", str(tmp_path / "taken")]) == 2
     assert not calls and "is a file, but `sample` keeps its finished batches in a folder" in capsys.readouterr().err
 
@@ -368,26 +372,17 @@ def test_a_train_stopped_while_scoring_goes_on_from_the_scored_batches(tmp_path,
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert not (tmp_path / "whole" / ".partial-eval").exists()
 
-    calls, real_sample = [], cli.sample
-
-    def stopped_at_call(number):
-        def fake(*args, **kwargs):
-            calls.append(kwargs["y"].tolist())
-            if len(calls) == number:
-                raise KeyboardInterrupt
-            return real_sample(*args, **kwargs)
-        return fake
-
+    calls = []
     out = tmp_path / "stopped"
     with monkeypatch.context() as patch:  # call 1 draws the grid's 2 samples, calls 2 to 4 the 8 scored ones
-        patch.setattr(cli, "sample", stopped_at_call(4))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 4))
         assert cli.main([*flags, "--out", str(out)]) == 130
     assert "final scoring's finished batches" in capsys.readouterr().err
     assert sorted(p.name for p in (out / ".partial-eval").iterdir()) == ["batch_000001.pt", "batch_000002.pt"]
     assert not (out / "metrics.json").exists()
     calls.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_at_call(0))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 0))
         assert cli.main([*flags, "--out", str(out)]) == 0
     assert calls == [[0, 1], [6, 7]], "the grid's 2 samples, then only the last scored batch"
     assert "going on from the 6 samples a stopped run kept" in capsys.readouterr().err
@@ -399,13 +394,13 @@ def test_a_train_stopped_while_scoring_goes_on_from_the_scored_batches(tmp_path,
     # kept batches of other weights are never mixed in: train two steps more, and every scored batch is drawn anew
     calls.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_at_call(4))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 4))
         assert cli.main([*flags, "--out", str(out)]) == 130   # a finished run: samples and scores again, stopped
     assert len(list((out / ".partial-eval").iterdir())) == 2
     calls.clear()
     flags[flags.index("--steps") + 1] = "4"
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "sample", stopped_at_call(0))
+        patch.setattr(cli, "sample", _sample_stopped_at(calls, 0))
         assert cli.main([*flags, "--out", str(out)]) == 0
     assert calls == [[0, 1], [0, 1, 2], [3, 4, 5], [6, 7]]
     assert "2 kept batch(es) in" in capsys.readouterr().err
