@@ -137,7 +137,12 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` (plus ``format_version``) to ``path`` atomically (:func:`save_atomically`)."""
+    """Write ``state`` (plus ``format_version``) to ``path`` atomically (:func:`save_atomically`).
+
+    Only what :func:`load_checkpoint` can read back goes in (``torch.load(weights_only=True)`` runs no code, so it
+    reads tensors, numbers, strings, bytes, None, torch dtypes, devices and sizes, in lists, tuples, sets and dicts):
+    anything else (a function, a ``torch.Generator``, a ``Path``) is refused before a byte is written, with its
+    place in ``state`` named."""
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, such as Trainer.state_dict(), got {type(state).__name__}")
     where = _not_loadable("state", state)

@@ -332,6 +332,9 @@ def sample(
     none. Read as the wrong kind, a network still draws something, only worse (the shipped v-model read as
     eps, 200 digits of 10-step DDIM: Frechet distance 6.0 instead of 0.4), so a ``prediction`` that contradicts
     the model's is an error.
+
+    All ``num_samples`` images are drawn as one batch: more than the device's memory holds raises a MemoryError
+    that names ``num_samples`` (draw in batches from one generator, as ``python -m ddpm_helpers sample`` does).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module called as model(x_t, t) or model(x_t, t, y), got {_show(model)}")
