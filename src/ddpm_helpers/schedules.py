@@ -162,7 +162,8 @@ def check_schedule(name: str, value: object) -> "NoiseSchedule":
 class NoiseSchedule:
     r"""Every per-step constant of DDPM, computed once in float64 from ``betas``.
 
-    Attributes (all float32 tensors of shape ``(T,)``, indexed by 0-based ``t``):
+    Attributes (all float32 tensors of shape ``(T,)``, indexed by 0-based ``t``; the subscripts below are that
+    code index, so :math:`\bar\alpha_t` here is the paper's :math:`\bar\alpha_{t+1}`, as the module docstring says):
         betas, alphas (:math:`1-\beta_t`), alpha_bar (:math:`\bar\alpha_t`), alpha_bar_prev
         (:math:`\bar\alpha_{t-1}`, with 1 at ``t = 0``), sqrt_alpha_bar, sqrt_one_minus_alpha_bar,
         posterior_mean_coef_x0, posterior_mean_coef_xt and posterior_variance (eq. 7), snr
