@@ -285,7 +285,7 @@ CASES = [
     ("fd one row", lambda: metrics.frechet_distance(torch.zeros(1, 4), torch.zeros(5, 4)), ValueError, "at least 2 rows"),
     ("fd widths", lambda: metrics.frechet_distance(torch.randn(5, 4), torch.randn(5, 3)), ValueError, "same width"),
     ("kid subsets", lambda: metrics.kernel_inception_distance(torch.randn(5, 4), torch.randn(5, 4), 0), ValueError,
-     r"subsets must be an integer in \[1, inf\]"),
+     r"subsets must be an integer in \[1, 10000\], got 0"),
     ("eval shape", lambda: metrics.evaluate_samples(torch.zeros(4, 1, 32, 32)), ValueError, r"\(N, 1, 28, 28\)"),
     ("eval labels", lambda: metrics.evaluate_samples(IMG, torch.zeros(3, dtype=torch.long)), ValueError,
      r"labels must hold one label per sample \(4\)"),
@@ -369,7 +369,7 @@ CASES = [
      r"y must hold one label per sample \(2\), got 3"),
     ("sample a function", lambda: sample(lambda x, t: x, S, 2), TypeError, "model must be a torch.nn.Module"),
     ("grid nrow 0", lambda: viz.make_grid(X, nrow=0), ValueError, r"nrow must be an integer in \[1, inf\], got 0"),
-    ("grid padding negative", lambda: viz.make_grid(X, padding=-3), ValueError, r"padding must be an integer in \[0, inf\]"),
+    ("grid padding negative", lambda: viz.make_grid(X, padding=-3), ValueError, r"padding must be an integer in \[0, 1000\], got -3"),
     ("grid NaN", lambda: viz.make_grid(NAN), ValueError, "images contains 32 NaN"),
     ("show no images", lambda: viz.show_images(torch.zeros(0, 1, 4, 4)), ValueError, "at least one image"),
     ("show size negative", lambda: viz.show_images(X, size=-1), ValueError, r"size must be a finite number in \(0.0, inf"),
@@ -554,6 +554,21 @@ CASES = [
     ("sample 10**12 images at once", lambda: sample(NET, S, 10**12, method="ddim", steps=1),  # 3 PB > 2**47 bytes
      MemoryError, r"num_samples=1,000,000,000,000 images of shape \(1, 28, 28\) do not fit in the memory of cpu at "
      r"once \(.*can't allocate memory.*\); draw them in batches"),  # was: only torch's "can't allocate memory"
+    # 2026-12-06, found by calling every public function with absurd values: torch's allocator named bytes, not the
+    # parameter ("you tried to allocate 4000000000000 bytes", "Storage size calculation overflowed"), KID ran for
+    # ever, and a list as a path failed as "unhashable type: 'list'"
+    ("ResBlock 10**12 channels", lambda: ResBlock(10**12, 8, 16), ValueError,
+     r"in_ch must be an integer in \[1, 65,536\] \(a layer this wide would not fit in memory; .*got 1,000,000,000,000"),
+    ("Downsample 10**12 channels", lambda: Downsample(10**12), ValueError, r"channels must be an integer in \[1, 65,536\]"),
+    ("SimpleUNet 10**12 hidden", lambda: SimpleUNet(hidden=10**12), ValueError, r"hidden must be an integer in \[1, 65,536\]"),
+    ("UNet 10**12 base channels", lambda: UNet(base_channels=10**12), ValueError,
+     r"base_channels must be an integer in \[1, 65,536\]"),
+    ("embedding 10**12 wide", lambda: sinusoidal_embedding(T2, 10**12), ValueError, r"dim must be an integer in \[1, 65,536\]"),
+    ("KID 10**12 subsets", lambda: metrics.kernel_inception_distance(torch.randn(20, 4), torch.randn(20, 4), subsets=10**12),
+     ValueError, r"subsets must be an integer in \[1, 10000\], got 1000000000000"),
+    ("grid padding 10**12", lambda: viz.make_grid(X, padding=10**12), ValueError,
+     r"padding must be an integer in \[0, 1000\], got 1000000000000"),
+    ("save_atomically to a list", lambda: save_atomically({"a": 1}, []), TypeError, r"path must be .*got \[\]"),
 ]
 
 

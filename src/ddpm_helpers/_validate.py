@@ -93,6 +93,19 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     return value
 
 
+MAX_CHANNELS = 65_536  # the course's widest layer has 256; 65,536 is far past any GPU's memory for a U-Net layer
+
+
+def check_width(name: str, value: Any) -> int:
+    """A layer's number of channels or features: an int in [1, MAX_CHANNELS] (10**12 would otherwise fail only
+    inside torch's allocator, naming bytes, not the parameter)."""
+    value = check_int(name, value, min_value=1)
+    if value > MAX_CHANNELS:
+        raise ValueError(f"{name} must be an integer in [1, {MAX_CHANNELS:,}] (a layer this wide would not fit in "
+                         f"memory; the course's widest has 256 channels), got {value:,}")
+    return value
+
+
 MAX_TIMESTEPS = 100_000  # DDPM uses 1,000 and Improved DDPM 4,000; beyond this a schedule only costs memory and time
 
 

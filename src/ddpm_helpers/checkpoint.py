@@ -133,7 +133,7 @@ def _signals_held():
 def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)``, whole or not at all (:func:`write_atomically`: temporary file, fsync, rename; a
     stopped run leaves no half-written file, and an earlier file at ``path`` stays until the new one is complete)."""
-    return write_atomically({path: lambda fh: torch.save(obj, fh)})[0]
+    return write_atomically({check_path("path", path): lambda fh: torch.save(obj, fh)})[0]   # a list: unhashable
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:

@@ -48,6 +48,7 @@ from .checkpoint import save_atomically
 from .data import cache_dir, load_mnist
 
 CLASSIFIER_FILE = "mnist_classifier.safetensors"
+MAX_KID_SUBSETS = 10_000   # KID's usual count is 50 (100 in torch-fidelity); 10**12 subsets would run for ever
 
 
 class MNISTClassifier(nn.Module):
@@ -190,7 +191,7 @@ def kernel_inception_distance(
     a, b = _check_features("features_a", features_a), _check_features("features_b", features_b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"features_a and features_b must have the same width, got {a.shape[1]} and {b.shape[1]}")
-    check_int("subsets", subsets, min_value=1)
+    check_int("subsets", subsets, min_value=1, max_value=MAX_KID_SUBSETS)   # each subset is one kernel matrix
     check_int("subset_size", subset_size, min_value=2)
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         raise TypeError("generator must be None or a torch.Generator on the CPU (the subsets are drawn there), got "
@@ -384,7 +385,7 @@ def evaluate_samples(
         if int(labels.min()) < 0 or int(labels.max()) > 9:
             raise ValueError(f"labels must be the requested digits, 0 to 9, got values from {int(labels.min())} "
                              f"to {int(labels.max())}")
-    check_int("kid_subsets", kid_subsets, min_value=1)
+    check_int("kid_subsets", kid_subsets, min_value=1, max_value=MAX_KID_SUBSETS)
     seed = check_int("seed", seed)
     if classifier is None:
         classifier = load_classifier()

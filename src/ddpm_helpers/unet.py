@@ -22,7 +22,7 @@ from torch import nn
 
 from ._validate import (_read_values, _show, as_int_tuple, check_bool, check_float, check_input_like_weights,
                         check_int, check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps,
-                        labels_outside)
+                        check_width, labels_outside)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -33,6 +33,7 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
     """
     check_tensor("t", t, ndim=1)
     check_int("dim", dim, min_value=2)
+    check_width("dim", dim)   # and at most MAX_CHANNELS
     check_float("max_period", max_period, min_value=1.0, min_inclusive=False)
     if dim % 2:
         raise ValueError(f"dim must be even (sin and cos halves), got {dim}")
@@ -63,7 +64,7 @@ class ResBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 8):
         super().__init__()
         for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("emb_dim", emb_dim), ("groups", groups)):
-            check_int(name, value, min_value=1)
+            check_width(name, value)
         check_float("dropout", dropout, min_value=0.0, max_value=1.0, max_inclusive=False)  # 1.0 drops everything
         self.norm1 = _norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
@@ -97,7 +98,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4, groups: int = 8):
         super().__init__()
-        check_int("channels", channels, min_value=1)
+        check_width("channels", channels)
         check_int("heads", heads, min_value=1)
         check_int("groups", groups, min_value=1)
         if channels % heads:
@@ -122,7 +123,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        check_int("channels", channels, min_value=1)
+        check_width("channels", channels)
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +136,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        check_int("channels", channels, min_value=1)
+        check_width("channels", channels)
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,8 +166,8 @@ class UNetConfig:
         self.attention_levels = as_int_tuple("attention_levels", self.attention_levels)
         # stored as plain Python numbers: the config goes into every checkpoint, and torch.load(weights_only=True)
         # refuses NumPy scalars, which would make a run impossible to resume (review, 2026-12-05)
-        self.in_channels = check_int("in_channels", self.in_channels, min_value=1)
-        self.base_channels = check_int("base_channels", self.base_channels, min_value=1)
+        self.in_channels = check_width("in_channels", self.in_channels)
+        self.base_channels = check_width("base_channels", self.base_channels)
         self.num_res_blocks = check_int("num_res_blocks", self.num_res_blocks, min_value=1)
         self.pixel_unshuffle = check_int("pixel_unshuffle", self.pixel_unshuffle, min_value=1)
         self.dropout = check_float("dropout", self.dropout, min_value=0.0, max_value=1.0, max_inclusive=False)
@@ -384,8 +385,8 @@ class SimpleUNet(nn.Module):
     def __init__(self, num_timesteps: int = 300, in_channels: int = 1, hidden: int = 64):
         super().__init__()
         self.num_timesteps = check_num_timesteps(num_timesteps)
-        self.in_channels = check_int("in_channels", in_channels, min_value=1)
-        check_int("hidden", hidden, min_value=1)
+        self.in_channels = check_width("in_channels", in_channels)
+        check_width("hidden", hidden)
         self.num_classes = None
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + 1, hidden, 3, padding=1), nn.ReLU(),

@@ -29,7 +29,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     _check_images(images)
     n, c, h, w = images.shape
     nrow = min(_check_nrow(nrow, n), max(n, 1))  # columns beyond the N images would only be white
-    padding = check_int("padding", padding, min_value=0)
+    padding = check_int("padding", padding, min_value=0, max_value=1000)
     ncol_rows = (n + nrow - 1) // nrow
     grid = torch.ones(ncol_rows * (h + padding) + padding, nrow * (w + padding) + padding)
     pixels = ((images[:, 0].detach().float().cpu().clamp(-1, 1) + 1) / 2)
@@ -46,7 +46,7 @@ def label_columns(ax: plt.Axes, labels: Sequence, image_width: int = 28, padding
     if isinstance(labels, str) or not hasattr(labels, "__len__") or len(labels) == 0:
         raise TypeError(f"labels must be a non-empty sequence, one label per column, got {labels!r}")
     check_int("image_width", image_width, min_value=1)
-    check_int("padding", padding, min_value=0)
+    check_int("padding", padding, min_value=0, max_value=1000)
     step = image_width + padding
     ax.set_axis_on()
     ax.set_xticks([padding + step * c + image_width / 2 - 0.5 for c in range(len(labels))],
