@@ -372,7 +372,7 @@ CASES = [
     ("grid padding negative", lambda: viz.make_grid(X, padding=-3), ValueError, r"padding must be an integer in \[0, 1000\], got -3"),
     ("grid NaN", lambda: viz.make_grid(NAN), ValueError, "images contains 32 NaN"),
     ("show no images", lambda: viz.show_images(torch.zeros(0, 1, 4, 4)), ValueError, "at least one image"),
-    ("show size negative", lambda: viz.show_images(X, size=-1), ValueError, r"size must be a finite number in \(0.0, inf"),
+    ("show size negative", lambda: viz.show_images(X, size=-1), ValueError, r"size must be a finite number in \(0.0, 10.0\], got -1.0"),
     ("save_grid no path", lambda: viz.save_grid(X, None), ValueError, "path must be a file name ending in .png"),
     ("strip schedule a name", lambda: viz.forward_strip("linear", X), TypeError, "schedule must be a NoiseSchedule"),
     ("strip bad step", lambda: viz.forward_strip(S, X, (0, 3, 12)), ValueError, r"timesteps\[2\] must be an integer in \[0, 9\]"),
@@ -569,6 +569,14 @@ CASES = [
     ("grid padding 10**12", lambda: viz.make_grid(X, padding=10**12), ValueError,
      r"padding must be an integer in \[0, 1000\], got 1000000000000"),
     ("save_atomically to a list", lambda: save_atomically({"a": 1}, []), TypeError, r"path must be .*got \[\]"),
+    ("receptive field of 10**12 pixels", lambda: receptive_field(SimpleUNet(), size=10**12), ValueError,
+     r"size must be an integer in \[1, 4096\], got 1000000000000"),   # was: "Storage size calculation overflowed"
+    ("show_images of a tensor title", lambda: viz.show_images(X, title=torch.zeros(2)), TypeError,
+     r"title must be a str or None, got a tensor of shape \(2,\)"),   # was: "Boolean value of Tensor ... ambiguous"
+    ("show_images 10**12 inches", lambda: viz.show_images(X, size=1e12), ValueError,
+     r"size must be a finite number in \(0.0, 10.0\]"),   # was: matplotlib's "incompatible constructor arguments"
+    ("evaluate with a list as root", lambda: metrics.evaluate_samples(-torch.ones(2, 1, 28, 28), root=[]), TypeError,
+     r"root must be None or a folder that holds MNIST .* got \[\]"),   # was: "unhashable type: 'list'"
 ]
 
 

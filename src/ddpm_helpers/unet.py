@@ -433,8 +433,8 @@ def receptive_field(
     :class:`SimpleUNet`) gives the same map either way.
     """
     check_module("model", model)
-    check_int("size", size, min_value=1)
-    check_int("in_channels", in_channels, min_value=1)
+    check_int("size", size, min_value=1, max_value=4096)   # the map is size x size; MNIST's is 28
+    check_width("in_channels", in_channels)
     check_bool("strip_norms", strip_norms)
     if isinstance(model, UNet):  # named as the caller knows them, not as the UNet's x
         model.check_image_shape((in_channels, size, size), f"the probe image (size={size}, in_channels={in_channels})")

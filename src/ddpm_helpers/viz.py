@@ -93,7 +93,9 @@ def show_images(
     _check_images(images)
     n = images.shape[0]
     nrow = _check_nrow(nrow, n)
-    check_float("size", size, min_value=0.0, min_inclusive=False)
+    check_float("size", size, min_value=0.0, max_value=10.0, min_inclusive=False)   # inches per image
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {_show(title)}")
     rows = (n + nrow - 1) // nrow
     for name, value, per in (("labels", labels, "image"), ("row_labels", row_labels, "row"),
                              ("col_labels", col_labels, "column")):
