@@ -577,6 +577,16 @@ CASES = [
      r"size must be a finite number in \(0.0, 10.0\]"),   # was: matplotlib's "incompatible constructor arguments"
     ("evaluate with a list as root", lambda: metrics.evaluate_samples(-torch.ones(2, 1, 28, 28), root=[]), TypeError,
      r"root must be None or a folder that holds MNIST .* got \[\]"),   # was: "unhashable type: 'list'"
+    ("UNet 10**12 times wider", lambda: UNetConfig(channel_mults=(1, 10**12)), ValueError,
+     r"channel_mults times base_channels must stay within 65,536 channels per level, got base_channels=32"),
+    ("UNet 10**12 res blocks", lambda: UNetConfig(num_res_blocks=10**12), ValueError,   # was: minutes of building
+     r"num_res_blocks must be an integer in \[1, 64\]"),
+    ("UNet 10**12 classes", lambda: UNetConfig(num_classes=10**12), ValueError, r"num_classes must be an integer in "
+     r"\[1, 65536\]"),
+    ("UNet 10**12 fold", lambda: UNetConfig(pixel_unshuffle=10**12), ValueError,   # was: "Overflow when unpacking"
+     r"pixel_unshuffle must be an integer in \[1, 64\]"),
+    ("TrainConfig extra a tensor", lambda: TrainConfig(extra=torch.zeros(2)), TypeError,   # was: "cannot be
+     r"extra must be a dict of plain values"),                                         # converted to Scalar"
 ]
 
 

@@ -242,6 +242,7 @@ class TrainConfig:
         if self.min_snr_gamma is not None:
             check_float("min_snr_gamma", self.min_snr_gamma, min_value=0.0, min_inclusive=False)
         self.unet_config()  # validates the network fields
+        check_plain("extra", self.extra, top=True)  # before the loop below reads a tensor's .item()
         # Store plain Python values: a NumPy number (np.int64(20)) or a 0-d tensor passes the checks above, but it
         # would travel into every checkpoint, which torch.load(weights_only=True) then refuses to read.
         for f in dataclasses.fields(self):
@@ -255,7 +256,6 @@ class TrainConfig:
             elif isinstance(value, numbers.Real) and not isinstance(value, bool):
                 value = float(value)
             setattr(self, f.name, value)
-        check_plain("extra", self.extra, top=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import (_read_values, _show, as_int_tuple, check_bool, check_float, check_input_like_weights,
+from ._validate import (MAX_CHANNELS, _read_values, _show, as_int_tuple, check_bool, check_float, check_input_like_weights,
                         check_int, check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps,
                         check_width, labels_outside)
 
@@ -168,12 +168,17 @@ class UNetConfig:
         # refuses NumPy scalars, which would make a run impossible to resume (review, 2026-12-05)
         self.in_channels = check_width("in_channels", self.in_channels)
         self.base_channels = check_width("base_channels", self.base_channels)
-        self.num_res_blocks = check_int("num_res_blocks", self.num_res_blocks, min_value=1)
-        self.pixel_unshuffle = check_int("pixel_unshuffle", self.pixel_unshuffle, min_value=1)
+        # upper bounds far past any sensible network (the course uses 1 or 2 blocks, folds of 1 or 2): beyond them
+        # torch would fail while allocating, naming bytes instead of the setting (or take minutes to build it)
+        self.num_res_blocks = check_int("num_res_blocks", self.num_res_blocks, min_value=1, max_value=64)
+        self.pixel_unshuffle = check_int("pixel_unshuffle", self.pixel_unshuffle, min_value=1, max_value=64)
         self.dropout = check_float("dropout", self.dropout, min_value=0.0, max_value=1.0, max_inclusive=False)
         check_plain("extra", self.extra, top=True)
         if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
             raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {self.channel_mults}")
+        if self.base_channels * max(self.channel_mults) > MAX_CHANNELS:
+            raise ValueError(f"channel_mults times base_channels must stay within {MAX_CHANNELS:,} channels per "
+                             f"level, got base_channels={self.base_channels} and channel_mults={self.channel_mults}")
         for level in self.attention_levels:
             if not isinstance(level, int) or not 0 <= level < len(self.channel_mults):
                 raise ValueError(
@@ -181,7 +186,7 @@ class UNetConfig:
                     f"got {self.attention_levels}"
                 )
         if self.num_classes is not None:
-            self.num_classes = check_int("num_classes", self.num_classes, min_value=1)
+            self.num_classes = check_int("num_classes", self.num_classes, min_value=1, max_value=MAX_CHANNELS)
         self.groups = check_int("groups", self.groups, min_value=1)
         self.heads = check_int("heads", self.heads, min_value=1)
         if self.base_channels % 2:
