@@ -149,8 +149,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     if where is not None:
         raise TypeError(f"{where} cannot go into a checkpoint: load_checkpoint reads with "
                         "torch.load(weights_only=True), which runs no code and so reads back only tensors, numbers, "
-                        "strings, bytes, None, torch dtypes, devices and sizes, and lists, tuples, sets and dicts of them. "
-                        "Convert it (str(path), a generator's get_state()) or leave it out. Nothing was written.")
+                        "strings, bytes, None, torch dtypes, devices and sizes, and lists, tuples, sets and dicts of "
+                        "them. Convert it (str(path), a generator's get_state()) or leave it out. Nothing was written.")
     return save_atomically({**state, "format_version": FORMAT_VERSION}, path)
 
 

@@ -387,7 +387,7 @@ def evaluate_samples(
                              f"to {int(labels.max())}")
     check_int("kid_subsets", kid_subsets, min_value=1, max_value=MAX_KID_SUBSETS)
     seed = check_int("seed", seed)
-    check_path("root", root, "a folder that holds MNIST", optional=True)   # before it keys the cache (a list: unhashable)
+    check_path("root", root, "a folder that holds MNIST", optional=True)   # before it keys the cache
     if classifier is None:
         classifier = load_classifier()
     _check_classifier(classifier)

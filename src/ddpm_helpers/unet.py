@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import (MAX_CHANNELS, _read_values, _show, as_int_tuple, check_bool, check_float, check_input_like_weights,
-                        check_int, check_module, check_num_timesteps, check_plain, check_tensor, check_timesteps,
-                        check_width, labels_outside)
+from ._validate import (MAX_CHANNELS, _read_values, _show, as_int_tuple, check_bool, check_float,
+                        check_input_like_weights, check_int, check_module, check_num_timesteps, check_plain,
+                        check_tensor, check_timesteps, check_width, labels_outside)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -63,8 +63,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 8):
         super().__init__()
-        for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("emb_dim", emb_dim), ("groups", groups)):
+        for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("emb_dim", emb_dim)):
             check_width(name, value)
+        check_int("groups", groups, min_value=1)
         check_float("dropout", dropout, min_value=0.0, max_value=1.0, max_inclusive=False)  # 1.0 drops everything
         self.norm1 = _norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
