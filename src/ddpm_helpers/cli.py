@@ -327,28 +327,24 @@ def cmd_train(args) -> int:
                                        _guidance(preset, config), progress=config.progress)
     sample_seconds = time.perf_counter() - start
     # the scored set's finished batches are kept (`sample`'s way): a stop while scoring, then the same command, draws
-    # only the rest; keyed by the final checkpoint's content, so a run trained further or afresh draws anew
-    final = checkpoint_path(out, trainer.step)
-    settings = {"checkpoint_sha256": _sha256(final) if final.is_file() else None, "device": device.type,
+    # only the rest; keyed by the final checkpoint's content (fit() has saved it), so a run trained further or afresh
+    # draws anew
+    settings = {"checkpoint_sha256": _sha256(checkpoint_path(out, trainer.step)), "device": device.type,
                 "batch": SAMPLE_BATCH, "num": preset.eval_samples, "method": preset.sampler,
                 "steps": preset.sampler_steps, "seed": config.seed + 1, "guidance_scale": _guidance(preset, config)}
-    keep = KeptBatches(out / ".partial-eval", settings, command="train") if final.is_file() else None
+    keep = KeptBatches(out / ".partial-eval", settings, command="train")
     metrics = _evaluate(trainer.ema_model, trainer.schedule, config, preset, device, args.data_dir, keep)
     metrics.update({"train_seconds_this_session": round(train_seconds, 2), "steps": trainer.step,
                     "final_loss_mean_50": sum(trainer.history[-50:]) / max(1, len(trainer.history[-50:])),
                     "sample_seconds": round(sample_seconds, 2), "device": str(device)})
     # one set: a stop while sampling or scoring leaves the earlier set whole (its metrics.json names its steps)
-    files = {**_sample_files(out, samples, sample_labels), out / "metrics.json": _json(metrics)}
-    if keep is not None:
-        _write_then_forget(keep, files)
-    else:  # no final checkpoint to key kept batches by (nothing was trained)
-        write_atomically(files)
+    _write_then_forget(keep, {**_sample_files(out, samples, sample_labels), out / "metrics.json": _json(metrics)})
     print(json.dumps({k: v for k, v in metrics.items() if k != "class_histogram"}, indent=1))
     print(f"wrote {out}/samples.png, {out}/samples.pt, {out}/metrics.json and checkpoints")
     return 0
 
 
-def _evaluate(model, schedule, config, preset, device, data_dir, keep: KeptBatches | None = None) -> dict:
+def _evaluate(model, schedule, config, preset, device, data_dir, keep: KeptBatches) -> dict:
     from .metrics import evaluate_samples
 
     images, labels = _generate(model, schedule, config, preset.eval_samples, preset.sampler, preset.sampler_steps,
