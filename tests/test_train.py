@@ -17,7 +17,7 @@ import torch
 
 from ddpm_helpers.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from ddpm_helpers._validate import skip_value_checks
-from ddpm_helpers.losses import diffusion_loss, min_snr_weight
+from ddpm_helpers.losses import diffusion_loss, drop_labels, min_snr_weight
 from ddpm_helpers.sampling import sample
 from ddpm_helpers.schedules import NoiseSchedule, make_betas
 from ddpm_helpers.train import (
@@ -102,6 +102,18 @@ def test_min_snr_weights_against_their_formulas():
         w = min_snr_weight(long, torch.tensor([0, 19999]), 5.0, prediction)
         assert torch.isfinite(w).all(), (prediction, w)
     assert min_snr_weight(long, torch.tensor([19999]), 5.0, "eps").tolist() == [1.0]
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_drop_labels_returns_new_labels_and_leaves_y_alone(p):
+    """Notebook 07's exercise asks for a copy; the package gives one at every p, 0 included."""
+    y = torch.arange(10).repeat(100)
+    given = y.clone()
+    out = drop_labels(given, 10, p, torch.Generator().manual_seed(0))
+    assert torch.equal(given, y) and out.data_ptr() != given.data_ptr()
+    out[0] = 7                                       # writing to the result cannot reach the caller's labels
+    assert given[0] == 0
+    assert ((out[1:] == y[1:]) | (out[1:] == 10)).all() and abs(float((out[1:] == 10).float().mean()) - p) < 0.06
 
 
 def test_the_model_gets_t_on_the_images_device():
