@@ -285,8 +285,11 @@ def speed_levers(device: torch.device, config: TrainConfig) -> list[tuple[str, d
             "ema": "foreach", "compile": False, "channels_last": False, "cuda_graph": False}
     # the Trainer picks its memory format by device (TrainConfig.memory_format="auto"); this row flips that choice
     other = "channels_last" if not uses_channels_last("auto", device) else "contiguous"
-    rows = [("baseline", base, {}), ("Trainer.train_step", None, {}), (f"Trainer {other}", None, {"memory_format": other}),
-            ("data on host", {**base, "data": "host"}, {})]
+    rows = [("baseline", base, {}), ("Trainer.train_step", None, {}), (f"Trainer {other}", None, {"memory_format": other})]
+    if not cuda:  # the Trainer keeps fp32 on a CPU (amp="auto"); these rows time amp="bf16" in both layouts
+        rows += [(f"Trainer bf16 {fmt}", None, {"amp": "bf16", "memory_format": fmt})
+                 for fmt in ("channels_last", "contiguous")]
+    rows.append(("data on host", {**base, "data": "host"}, {}))
     rows.append(("fp32", {**base, "amp": "off"}, {}) if cuda else ("bf16 autocast", {**base, "amp": "bf16"}, {}))
     for opt in ("fused", "foreach", "loop"):
         if opt != base["optimizer"] and (opt != "fused" or fused_adamw_supported(device)):  # torch < 2.4: no CPU fused

@@ -220,7 +220,8 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths(data_dir):
     assert (speed["name"], quality["name"]) == ("levers_speed", "levers_quality")
     rows = {r["lever"]: r for r in speed["rows"]}
     fused = ["AdamW fused"] if cpu_optimizer(load_levers_module()) == "fused" else []   # torch < 2.4: no CPU fused
-    assert list(rows) == ["baseline", "Trainer.train_step", "Trainer contiguous", "data on host", "bf16 autocast", *fused,
+    assert list(rows) == ["baseline", "Trainer.train_step", "Trainer contiguous", "Trainer bf16 channels_last",
+                          "Trainer bf16 contiguous", "data on host", "bf16 autocast", *fused,
                           "AdamW for-loop", "EMA for-loop", "channels_last", "batch x0.5", "batch x2",
                           "2x2 pixel-unshuffle"]
     assert not [r for r in rows.values() if "error" in r], rows
@@ -241,6 +242,10 @@ def test_levers_smoke_runs_every_lever_and_no_lever_changes_the_maths(data_dir):
     # the Trainer in NCHW draws the same batches as the Trainer in its CPU default, NHWC: only rounding differs
     assert abs(rows["Trainer contiguous"]["mean_loss"] - rows["Trainer.train_step"]["mean_loss"]) < 1e-4
     assert rows["Trainer contiguous"]["overrides"] == {"memory_format": "contiguous"}
+    for fmt in ("channels_last", "contiguous"):   # the Trainer under bf16 autocast: its batches, bf16's rounding
+        row = rows[f"Trainer bf16 {fmt}"]
+        assert row["overrides"] == {"amp": "bf16", "memory_format": fmt}
+        assert abs(row["mean_loss"] - rows["Trainer.train_step"]["mean_loss"]) < 1e-2, fmt
     assert rows["batch x2"]["batch_size"] == 2 * base["batch_size"] == 4 * rows["batch x0.5"]["batch_size"]
     levers = [r["lever"] for r in quality["rows"]]
     assert levers == ["baseline", "batch x2, lr x sqrt2", "batch x0.5, lr / sqrt2", "linear schedule",

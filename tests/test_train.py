@@ -612,6 +612,25 @@ def test_memory_format_auto_is_channels_last_on_a_cpu_only():
     assert uses_channels_last("channels_last", "cuda") and not uses_channels_last("contiguous", "cpu")
     with pytest.raises(ValueError, match="memory_format must be one of"):
         uses_channels_last("nhwc", "cpu")
+    # under bf16 autocast "auto" keeps the contiguous layout, on a CPU too (faster there); an explicit choice stands
+    assert not uses_channels_last("auto", "cpu", bf16=True) and not uses_channels_last("auto", "cuda", bf16=True)
+    assert uses_channels_last("channels_last", "cpu", bf16=True) and not uses_channels_last("contiguous", "cpu", True)
+    with pytest.raises(TypeError, match="bf16 must be True or False, got str"):
+        uses_channels_last("auto", "cpu", bf16="yes")
+
+
+@pytest.mark.parametrize("amp, memory_format, nhwc", [("off", "auto", True), ("bf16", "auto", False),
+                                                      ("bf16", "channels_last", True), ("off", "contiguous", False)])
+def test_the_trainer_picks_its_cpu_layout_by_amp(mnist_small, tiny_config, amp, memory_format, nhwc):
+    """amp="bf16" on a CPU trains contiguous under memory_format="auto" (bf16 channels-last was the slowest)."""
+    images, _ = mnist_small
+    cfg = dataclasses.replace(tiny_config, amp=amp, memory_format=memory_format, steps=1)
+    trainer = Trainer(cfg, images, device="cpu")
+    assert trainer.use_bf16 is (amp == "bf16")
+    weights = _conv_weights(trainer.model) + _conv_weights(trainer.ema_model)
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) is nhwc for w in weights)
+    trainer.fit()
+    assert len(trainer.history) == 1 and math.isfinite(trainer.history[0])
 
 
 def test_channels_last_changes_the_layout_not_the_maths(tmp_path, mnist_small, tiny_config):

@@ -133,7 +133,7 @@ def has_native_bf16(device: torch.device | str) -> bool:
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
-def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
+def uses_channels_last(memory_format: str, device: torch.device | str, bf16: bool = False) -> bool:
     """Whether the Trainer stores its network's 4-D weights (and so its activations) channels-last (NHWC); the
     model loaders (:meth:`Trainer.load_model`, :func:`~ddpm_helpers.pretrained.load_pretrained`) follow the same rule.
 
@@ -145,28 +145,38 @@ def uses_channels_last(memory_format: str, device: torch.device | str) -> bool:
     against 56 ms for the ``gpu`` preset's forward and backward in bf16 (one H200, 2026-11-28,
     ``benchmarks/results/gpu-probe-20261128.json``), so ``"auto"`` keeps the default layout there. The layout
     changes where numbers sit in memory, not what is computed: the losses agree up to float rounding.
+
+    ``bf16``: whether the network runs under bf16 autocast (a Trainer with ``amp="bf16"``). ``"auto"`` keeps the
+    contiguous layout then, on a CPU too: there bf16 ran faster contiguous and slower channels-last. The ``cpu``
+    preset's Trainer step made 585 images/s in bf16 contiguous, 481 in fp32 channels-last and 322 in bf16
+    channels-last (medians of 5 interleaved rounds of ``benchmarks/levers.py``; a 2-core Intel Xeon with AVX-512
+    and AMX, 2026-12-06), and whole runs of the preset from the command line trained in 253 s, 311 s and 452 s.
     """
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
     device = check_device("device", device)
+    if not isinstance(bf16, bool):
+        raise TypeError(f"bf16 must be True or False, got {type(bf16).__name__}")
     if memory_format == "auto":
-        return device.type == "cpu"
+        return device.type == "cpu" and not bf16
     return memory_format == "channels_last"
 
 
-def apply_memory_format(model: nn.Module, memory_format: str, device: torch.device | str) -> nn.Module:
+def apply_memory_format(model: nn.Module, memory_format: str, device: torch.device | str,
+                        bf16: bool = False) -> nn.Module:
     """Store ``model``'s 4-D weights in the layout ``memory_format`` chooses on ``device`` (in place); returns it.
 
-    The rule is :func:`uses_channels_last`'s. Sampling gains too: on a CPU the forward pass of the course's
-    networks ran 1.18 to 1.76 times faster channels-last (batches of 64 to 1,024), and the shipped ``mnist-cpu``
-    model drew 256 digits (DDIM 20, guidance 2) in 8.4 s against 11.5 s, 1.37 times faster, with images equal up
-    to 2.6e-5 (``benchmarks/sampling_layout.py``; Intel Xeon with AVX-512, 2 cores, 2026-12-04).
-    ``"contiguous"`` turns a channels-last model back; ``"auto"`` off a CPU leaves the model as it is.
+    The rule is :func:`uses_channels_last`'s (``bf16``: the model runs under bf16 autocast). Sampling gains too: on a
+    CPU the forward pass of the course's networks ran 1.18 to 1.76 times faster channels-last (batches of 64 to
+    1,024), and the shipped ``mnist-cpu`` model drew 256 digits (DDIM 20, guidance 2) in 8.4 s against 11.5 s, 1.37
+    times faster, with images equal up to 2.6e-5 (``benchmarks/sampling_layout.py``; Intel Xeon with AVX-512, 2
+    cores, 2026-12-04). ``"contiguous"`` turns a channels-last model back; ``"auto"`` off a CPU (or under bf16)
+    leaves the model as it is.
     Channels-last is a layout of 4-D tensors: ``"auto"`` leaves a model with 5-D weights (Conv3d) in its own
     layout, and an explicit ``"channels_last"`` raises a ValueError for it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if uses_channels_last(memory_format, check_device("device", device)):
+    if uses_channels_last(memory_format, check_device("device", device), bf16):
         if not any(t.dim() == 5 for t in (*model.parameters(), *model.buffers())):
             model.to(memory_format=torch.channels_last)
         elif memory_format == "channels_last":
@@ -203,7 +213,7 @@ class TrainConfig:
     grad_clip: float = 1.0              # max global gradient norm; 0 disables
     ema_decay: float = 0.999
     amp: str = "auto"                   # auto (bf16 on CUDA cards with bf16 arithmetic, fp32 elsewhere) | bf16 | off
-    memory_format: str = "auto"         # auto (channels_last on a CPU, contiguous elsewhere) | channels_last | contiguous
+    memory_format: str = "auto"         # auto (channels_last on a CPU in fp32, else contiguous) | channels_last | contiguous
     seed: int = 0
     # bookkeeping
     checkpoint_every: int = 500
@@ -426,7 +436,9 @@ class Trainer:
                             "autocast where amp says so); pass model.float()")
         self.model = (model if model is not None else UNet(config.unet_config())).to(self.device)
         self.model.prediction = config.prediction  # what it learns to output: sample() reads it (and the EMA copy's)
-        apply_memory_format(self.model, config.memory_format, self.device)  # before the EMA copy, which keeps it
+        self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and has_native_bf16(self.device))
+        # before the EMA copy, which keeps it; bf16 autocast wants the contiguous layout (uses_channels_last)
+        apply_memory_format(self.model, config.memory_format, self.device, self.use_bf16)
         if self.labels is not None and getattr(self.model, "num_classes", None) is None:
             raise ValueError("config.class_conditional is True, but the model has no num_classes (it is unconditional)")
         if hasattr(self.model, "check_input"):  # image size vs the U-Net's down-sampling, before any training
@@ -443,7 +455,6 @@ class Trainer:
         self.skipped_steps: list[int] = []
         self._stop: _StopBetweenSteps | None = None  # set while fit() runs
         self.out_dir = check_path("out_dir", out_dir, "a folder", optional=True)
-        self.use_bf16 = config.amp == "bf16" or (config.amp == "auto" and has_native_bf16(self.device))
         self._saved_step: int | None = None  # the step of the checkpoint in out_dir that holds this run's state
         if self.out_dir is not None:
             if self.is_main:  # the only rank that writes
