@@ -43,6 +43,13 @@ def shift_batch(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> to
     return torch.stack([padded[i, :, rows[i]][:, :, cols[i]] for i in range(b)])
 
 
+def schedule_state(sched: torch.optim.lr_scheduler.LRScheduler) -> dict:
+    """The learning-rate schedule's state without its functions: torch before 2.4 keeps OneCycleLR's annealing
+    function itself in the state (a checkpoint holds no code), newer torch its name. The scheduler that loads the
+    state is built with the same arguments, so it has the function already."""
+    return {key: value for key, value in sched.state_dict().items() if not callable(value)}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None, help="folder with the MNIST IDX files")
@@ -104,7 +111,7 @@ def main(argv=None) -> int:
 
     def keep() -> None:
         save_checkpoint({"settings": settings, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "lr_schedule": sched.state_dict(), "generator": gen.get_state(),
+                         "lr_schedule": schedule_state(sched), "generator": gen.get_state(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "order": order,
                          "seconds": seconds + time.time() - start, "accuracy": acc, "loss": last_loss}, state_file)
 

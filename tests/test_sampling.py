@@ -471,3 +471,19 @@ def test_sample_reads_the_prediction_the_model_was_trained_for_and_refuses_a_con
         sample(trainer.ema_model, trainer.schedule, 1, image_shape=(1, 8, 8), method="ddim", steps=2,
                prediction="v")
     sample(trainer.ema_model, trainer.schedule, 1, image_shape=(1, 8, 8), method="ddim", steps=2)  # x0, read
+
+
+@pytest.mark.parametrize("oom", ["gpu", "cpu"])
+def test_sample_names_an_out_of_memory_error_on_a_torch_without_torch_outofmemoryerror(monkeypatch, oom):
+    """A GPU's out-of-memory error (torch.cuda's class, the only one torch 2.3 has) and a CPU's "can't allocate
+    memory" become a MemoryError naming num_samples, also where torch has no top-level OutOfMemoryError
+    (torch 2.3, the lowest supported): looking that name up inside the handler failed there with an AttributeError."""
+    class OutOfMemory(nn.Module):
+        def forward(self, x, t):
+            if oom == "gpu":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 3 PB")
+
+    monkeypatch.delattr(torch, "OutOfMemoryError", raising=False)
+    with pytest.raises(MemoryError, match=r"num_samples=4 images of shape \(1, 28, 28\) do not fit"):
+        sample(OutOfMemory(), NoiseSchedule.from_name("linear", 10), 4, method="ddim", steps=2)

@@ -21,6 +21,7 @@ import make_mnist_subset  # noqa: E402
 import train_classifier  # noqa: E402
 
 from ddpm_helpers import cli  # noqa: E402
+from ddpm_helpers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from ddpm_helpers.metrics import load_classifier  # noqa: E402
 from ddpm_helpers.train import TrainConfig, model_from_weights  # noqa: E402
 
@@ -121,6 +122,29 @@ def test_train_classifier_second_ctrl_c_stops_at_once_and_goes_on_from_the_last_
     assert code == 0 and "going on from epoch 2, step 0 of 4" in capsys.readouterr().out
     expected = load_file(str(whole_classifier))
     assert all(torch.equal(load_file(str(stopped))[key], value) for key, value in expected.items())
+
+
+def test_train_classifier_keeps_the_learning_rate_schedule_without_its_function(tmp_path):
+    """torch before 2.4 keeps OneCycleLR's annealing function in its state_dict, which a checkpoint cannot hold
+    (this test fakes that on a newer torch); the kept state leaves functions out and still resumes the schedule."""
+    def build():
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=10)
+
+    opt, sched = build()
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    sched.anneal_func = sched._annealing_cos  # as torch 2.3 stores it
+    with pytest.raises(TypeError, match="anneal_func"):
+        save_checkpoint({"lr_schedule": sched.state_dict()}, tmp_path / "raw.pt")
+    save_checkpoint({"lr_schedule": train_classifier.schedule_state(sched)}, tmp_path / "kept.pt")
+    opt2, resumed = build()
+    resumed.load_state_dict(load_checkpoint(tmp_path / "kept.pt")["lr_schedule"])
+    for optimizer, schedule in ((opt, sched), (opt2, resumed)):
+        optimizer.step()
+        schedule.step()
+    assert resumed.get_last_lr() == sched.get_last_lr() and resumed.last_epoch == 4
 
 
 @pytest.mark.parametrize("flags, words", [

@@ -28,6 +28,7 @@ from .schedules import (PREDICTION_TYPES, NoiseSchedule, check_model_callable, c
 
 SIGMA_CHOICES = ("beta_tilde", "beta")
 METHODS = ("ddpm", "ddim", "dpm++2m")
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # not in torch 2.3 (a CUDA one there)
 DEFAULT_STEPS = {"ddim": 50, "dpm++2m": 20}  # when ``steps`` is None (capped at T)
 
 
@@ -415,8 +416,8 @@ def sample(
                     previous = (t, x0)
                 if return_trajectory and ((i + 1) % trajectory_every == 0 or i + 1 == len(timesteps)):
                     trajectory.append((t_prev, x.cpu()))
-    except RuntimeError as err:  # torch.OutOfMemoryError on a GPU; "can't allocate memory" on a CPU
-        if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)):
+    except RuntimeError as err:  # an out-of-memory error on a GPU; "can't allocate memory" on a CPU
+        if not (isinstance(err, _OUT_OF_MEMORY) or "can't allocate memory" in str(err)):
             raise
         raise MemoryError(
             f"num_samples={num_samples:,} images of shape {image_shape} do not fit in the memory of {device} at once "
