@@ -487,3 +487,20 @@ def test_sample_names_an_out_of_memory_error_on_a_torch_without_torch_outofmemor
     monkeypatch.delattr(torch, "OutOfMemoryError", raising=False)
     with pytest.raises(MemoryError, match=r"num_samples=4 images of shape \(1, 28, 28\) do not fit"):
         sample(OutOfMemory(), NoiseSchedule.from_name("linear", 10), 4, method="ddim", steps=2)
+
+
+@pytest.mark.parametrize("T, steps", [(10, 4), (1000, 3), (1000, 7), (300, 7), (500, 30), (100, 40), (1000, 1)])
+def test_ddim_timesteps_match_diffusers_trailing_spacing_where_steps_do_not_divide_T(T, steps):
+    """Rounded, not cut down, as diffusers' "trailing" spacing does (np.round, ties to even like Python's round):
+    T = 10 in 4 steps is [9, 7, 4, 1], where cutting 7.5 down would give [9, 6, 4, 1]. The step counts of the
+    other tests divide T, where both agree. diffusers builds its list with np.arange(T, 0, -T / steps), whose float
+    step can leave one point too many (300 in 7 steps: an 8th point of 1.7e-13, index -1 after its "- 1", seen with
+    diffusers 0.42.1); that extra index is not a step of noisy data and is left out of the comparison."""
+    ref = diffusers.DDIMScheduler(num_train_timesteps=T, timestep_spacing="trailing")
+    ref.set_timesteps(steps)
+    expected = ref.timesteps.tolist()
+    if len(expected) == steps + 1 and expected[-1] == -1:
+        expected = expected[:-1]
+    assert ddim_timesteps(T, steps) == expected and len(expected) == steps
+    if (T, steps) == (10, 4):
+        assert ddim_timesteps(T, steps) == [9, 7, 4, 1]

@@ -764,3 +764,51 @@ def test_a_set_of_files_is_written_whole_and_together_even_when_stopped(tmp_path
         write_atomically({})
     with pytest.raises(TypeError, match="must be a function of an open binary file, got b'x'"):
         write_atomically({a: b"x"})
+
+
+def test_the_loss_draws_every_timestep_from_0_to_T_minus_1():
+    """t ~ U{0, ..., T-1} (0-based; Algorithm 1's t ~ U{1, ..., T}): drawing from 1 would never train the last
+    denoising step, the one that lands on the image (notebook 08's "wrong t range")."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t):
+            seen.append(t.clone())
+            return x * self.w
+
+    schedule = NoiseSchedule.from_name("linear", 5)
+    x0 = torch.rand(400, 1, 2, 2) * 2 - 1
+    diffusion_loss(Recorder(), schedule, x0, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(seen[0], minlength=5)
+    assert counts.shape == (5,) and (counts > 50).all(), counts   # each of the 5 indices about 80 times in 400
+
+
+def test_the_learning_rate_warms_up_from_the_first_step_and_decays_to_a_tenth():
+    """lr_at: (step + 1) / warmup_steps, so the first step already learns and the last warm-up step is at the full
+    rate; then a cosine from 1 down to 0.1 at the last step (and after it), or 1 throughout for "constant"."""
+    config = TrainConfig(steps=110, warmup_steps=10)
+    assert config.lr_schedule == "cosine"
+    assert config.lr_at(0) == pytest.approx(0.1) and config.lr_at(4) == pytest.approx(0.5)
+    assert config.lr_at(9) == config.lr_at(10) == pytest.approx(1.0)
+    assert config.lr_at(60) == pytest.approx(0.1 + 0.9 * 0.5)          # half-way through the cosine
+    assert config.lr_at(110) == config.lr_at(500) == pytest.approx(0.1)
+    rates = [config.lr_at(step) for step in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    constant = TrainConfig(steps=110, warmup_steps=10, lr_schedule="constant")
+    assert constant.lr_at(0) == pytest.approx(0.1) and constant.lr_at(60) == constant.lr_at(110) == 1.0
+
+
+def test_ema_copies_buffers_such_as_batchnorms_running_statistics():
+    """Buffers are statistics, not weights: the EMA model takes the network's as they are (a learner's network with
+    BatchNorm would otherwise sample with the running mean and variance it started with)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = EMA(model, decay=0.9)
+    model(torch.randn(8, 1, 6, 6) + 3)   # training mode: the running statistics move
+    ema.update(model, step=1000)
+    for name, buffer in model.named_buffers():
+        assert torch.equal(dict(ema.model.named_buffers())[name], buffer), name
+    assert not torch.equal(model[1].running_mean, torch.zeros(4))
