@@ -812,3 +812,46 @@ def test_ema_copies_buffers_such_as_batchnorms_running_statistics():
     for name, buffer in model.named_buffers():
         assert torch.equal(dict(ema.model.named_buffers())[name], buffer), name
     assert not torch.equal(model[1].running_mean, torch.zeros(4))
+
+
+def test_the_trainer_pairs_each_image_with_its_label_and_draws_every_timestep(mnist_small, tiny_config, monkeypatch):
+    """Each step's batch, as the loss receives it: every image comes with its own label (a class-conditional model
+    learns digit d from images of d: labels drawn apart from the images would teach it nothing), and t comes from
+    every index 0..T-1, as in the loss's own draw."""
+    import ddpm_helpers.train as train_module
+
+    images, labels = mnist_small[0][:64], mnist_small[1][:64]
+    seen, real = [], train_module.diffusion_loss
+
+    def spy(model, schedule, x0, y=None, **kwargs):
+        seen.append((x0.detach().clone(), y.clone(), kwargs["t"].clone()))
+        return real(model, schedule, x0, y, **kwargs)
+
+    monkeypatch.setattr(train_module, "diffusion_loss", spy)
+    config = dataclasses.replace(tiny_config, num_timesteps=4, class_conditional=True, label_drop_prob=0.0,
+                                 batch_size=32, steps=4)
+    trainer = Trainer(config, images, labels, device="cpu")
+    for _ in range(4):
+        trainer.train_step()
+    assert len(seen) == 4
+    for x0, y, _ in seen:
+        same = (x0.flatten(1)[:, None, :] == images.flatten(1)[None]).all(-1)   # (batch, 64): which images it is
+        assert same.any(1).all()
+        assert all((labels[same[i]] == y[i]).all() for i in range(len(y)))
+    assert set(torch.cat([t for _, _, t in seen]).tolist()) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("grad_clip", [1e-3, 0.0])
+def test_the_trainer_clips_the_gradient_norm_to_grad_clip(mnist_small, tiny_config, grad_clip):
+    """After a step the gradients the optimizer used are still in .grad: their total norm is grad_clip when the
+    real one is larger (the real norm here is far above 1e-3), and is left alone with grad_clip = 0 (off). AdamW's
+    first step hardly depends on the gradient's scale, which is why the update itself cannot show the clipping."""
+    config = dataclasses.replace(tiny_config, grad_clip=grad_clip, dropout=0.0)
+    trainer = Trainer(config, mnist_small[0][:64], device="cpu")
+    trainer.train_step()
+    norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
+                                                       if p.grad is not None])))
+    if grad_clip:
+        assert norm == pytest.approx(grad_clip, rel=1e-4)
+    else:
+        assert norm > 100 * 1e-3
