@@ -174,3 +174,25 @@ def test_schedule_plot_legends_cover_no_curve(names):
         assert points_under_legends(fig) == []
     finally:
         plt.close(fig)
+
+
+def test_make_grid_maps_minus_one_to_black_and_one_to_white_in_reading_order():
+    """Pixels in [-1, 1] become [0, 1] by (x + 1) / 2 (-1 black, 0 mid-grey, 1 white), image i goes to row i // nrow
+    and column i % nrow, and the padding is white."""
+    images = torch.tensor([-1.0, 0.0, 1.0, -0.5, 0.5]).reshape(5, 1, 1, 1).expand(5, 1, 2, 2)
+    grid = viz.make_grid(images, nrow=3, padding=1)     # 2 rows of 3 cells of 2x2 pixels
+    assert grid.shape == (2 * 3 + 1, 3 * 3 + 1)
+    cells = [grid[1 + 3 * r : 3 + 3 * r, 1 + 3 * c : 3 + 3 * c] for r in range(2) for c in range(3)]
+    for cell, value in zip(cells, [0.0, 0.5, 1.0, 0.25, 0.75, 1.0]):   # the sixth cell is empty: white
+        assert torch.equal(cell, torch.full((2, 2), value))
+    assert (grid[0] == 1).all() and (grid[:, 0] == 1).all()
+
+
+def test_plot_loss_draws_each_step_and_the_moving_mean_at_each_windows_last_step():
+    history = [1.0, 9.0, 2.0, 2.0, 30.0, 1.0]
+    fig = viz.plot_loss(history, smooth=3)
+    raw, mean = fig.axes[0].get_lines()
+    assert list(raw.get_ydata()) == history
+    assert list(mean.get_xdata()) == [2, 3, 4, 5]
+    assert mean.get_ydata() == pytest.approx([4.0, 13 / 3, 34 / 3, 11.0])   # means, not medians (2, 2, 2, 2)
+    plt.close(fig)
