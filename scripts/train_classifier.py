@@ -44,8 +44,8 @@ def shift_batch(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> to
 
 
 def schedule_state(sched: torch.optim.lr_scheduler.LRScheduler) -> dict:
-    """The learning-rate schedule's state without its functions: torch before 2.4 keeps OneCycleLR's annealing
-    function itself in the state (a checkpoint holds no code), newer torch its name. The scheduler that loads the
+    """The learning-rate schedule's state without its functions: torch 2.3 keeps OneCycleLR's annealing
+    function itself in the state (a checkpoint holds no code), torch 2.14 only its name. The scheduler that loads the
     state is built with the same arguments, so it has the function already."""
     return {key: value for key, value in sched.state_dict().items() if not callable(value)}
 

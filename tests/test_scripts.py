@@ -125,7 +125,7 @@ def test_train_classifier_second_ctrl_c_stops_at_once_and_goes_on_from_the_last_
 
 
 def test_train_classifier_keeps_the_learning_rate_schedule_without_its_function(tmp_path):
-    """torch before 2.4 keeps OneCycleLR's annealing function in its state_dict, which a checkpoint cannot hold
+    """torch 2.3 keeps OneCycleLR's annealing function in its state_dict, which a checkpoint cannot hold
     (this test fakes that on a newer torch); the kept state leaves functions out and still resumes the schedule."""
     def build():
         opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
