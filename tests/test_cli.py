@@ -419,3 +419,33 @@ def test_a_train_stopped_while_scoring_goes_on_from_the_scored_batches(tmp_path,
         patch.setattr(cli, "write_atomically", written_then_stopped)
         assert cli.main([*flags, "--out", str(out)]) == 130
     assert (out / "metrics.json").is_file() and not (out / ".partial-eval").exists()
+
+
+@pytest.mark.parametrize("method, steps, eta, digit, guidance", [
+    ("ddim", 7, 0.5, None, 3.0),
+    ("dpm++2m", 12, 0.0, 4, 1.0),
+    ("ddpm", 40, 0.0, 7, 2.0),
+])
+def test_sample_hands_its_flags_to_the_sampler_batch_by_batch(monkeypatch, method, steps, eta, digit, guidance):
+    """What `sample` asks for reaches sample() in every batch of SAMPLE_BATCH: the method, --steps (ddpm always runs
+    all T), --eta, --guidance, and the labels: the digits in turn (0, 1, ..., 9, 0, ...) across the batches, or
+    only --digit. A flag lost on the way would still draw images, just not the ones asked for."""
+    calls = []
+
+    def spy(model, schedule, n, **kwargs):
+        calls.append((n, kwargs))
+        return torch.zeros(n, 1, 28, 28)
+
+    monkeypatch.setattr(cli, "sample", spy)
+    config = cli.TrainConfig(num_timesteps=40, class_conditional=True)
+    num = cli.SAMPLE_BATCH + 30
+    images, labels = cli._generate(None, None, config, num, method, steps, eta, seed=0, device=torch.device("cpu"),
+                                   digit=digit, guidance=guidance)
+    assert images.shape == (num, 1, 28, 28) and [n for n, _ in calls] == [cli.SAMPLE_BATCH, 30]
+    expected = torch.full((num,), digit) if digit is not None else torch.arange(num) % 10
+    assert torch.equal(labels, expected)
+    assert torch.equal(torch.cat([kwargs["y"].cpu() for _, kwargs in calls]), expected)
+    for _, kwargs in calls:
+        assert kwargs["method"] == method and kwargs["eta"] == eta and kwargs["guidance_scale"] == guidance
+        assert kwargs["steps"] == (None if method == "ddpm" else steps)
+        assert kwargs["prediction"] == config.prediction
