@@ -13,6 +13,7 @@ import torch
 
 from ddpm_helpers import cli
 from ddpm_helpers.checkpoint import list_checkpoints
+from ddpm_helpers.train import TrainConfig
 
 
 def run_cli(*args, timeout=600):
@@ -437,7 +438,7 @@ def test_sample_hands_its_flags_to_the_sampler_batch_by_batch(monkeypatch, metho
         return torch.zeros(n, 1, 28, 28)
 
     monkeypatch.setattr(cli, "sample", spy)
-    config = cli.TrainConfig(num_timesteps=40, class_conditional=True)
+    config = TrainConfig(num_timesteps=40, class_conditional=True)
     num = cli.SAMPLE_BATCH + 30
     images, labels = cli._generate(None, None, config, num, method, steps, eta, seed=0, device=torch.device("cpu"),
                                    digit=digit, guidance=guidance)
